@@ -1,0 +1,98 @@
+"""Model contract: the paper's parameter counts, gradients, permutation and padding invariance."""
+
+import pytest
+import torch
+
+from survfusion.errors import UserError
+from survfusion.models import build_model, count_parameters, model_names
+
+PAPER = ["ABMIL_Surv", "ABMIL_Surv_PG", "ABMIL_Surv_PG_Res"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("ABMIL_Surv", 41_552_413), ("ABMIL_Surv_PG", 41_645_954), ("ABMIL_Surv_PG_Res", 41_731_586)],
+)
+def test_parameter_counts_match_the_paper(name, expected):
+    assert count_parameters(build_model(name)) == expected
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(UserError) as err:
+        build_model("ABMIL_Nope")
+    for name in PAPER:
+        assert name in str(err.value)
+    assert set(PAPER) <= set(model_names())
+
+
+def _batch(dims, b=3, n=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(b, n, dims["feat_dim"], generator=g)
+    clin = torch.randn(b, dims["clinical_dim"], generator=g)
+    rna = torch.rand(b, dims["rna_dim"], generator=g) * 5
+    return feats, clin, rna
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_every_parameter_gets_a_gradient(name, small_dims):
+    model = build_model(name, **small_dims).train()
+    feats, clin, rna = _batch(small_dims)
+    risk = model(feats, clin, rna)
+    assert risk.shape == (3,)
+    assert torch.isfinite(risk).all()
+    (risk * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_tile_order_does_not_change_risk(name, small_dims):
+    model = build_model(name, **small_dims).eval()
+    feats, clin, rna = _batch(small_dims)
+    perm = torch.randperm(feats.shape[1])
+    with torch.no_grad():
+        r1, a1 = model(feats, clin, rna, return_attention=True)
+        r2, a2 = model(feats[:, perm], clin, rna, return_attention=True)
+    torch.testing.assert_close(r1, r2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a1[:, perm], a2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_padded_batch_equals_each_bag_alone(name, small_dims):
+    model = build_model(name, **small_dims).eval()
+    sizes = [7, 50, 1]
+    bags = [torch.randn(n, small_dims["feat_dim"]) for n in sizes]
+    _, clin, rna = _batch(small_dims, b=3)
+    padded = torch.full((3, 50, small_dims["feat_dim"]), float("nan"))  # garbage in the padding
+    mask = torch.zeros(3, 50, dtype=torch.bool)
+    for i, bag in enumerate(bags):
+        padded[i, : len(bag)] = bag
+        mask[i, : len(bag)] = True
+    with torch.no_grad():
+        risk, attn = model(padded, clin, rna, mask, return_attention=True)
+        for i, bag in enumerate(bags):
+            alone, attn_alone = model(bag[None], clin[i : i + 1], rna[i : i + 1], return_attention=True)
+            torch.testing.assert_close(risk[i : i + 1], alone, rtol=0, atol=1e-6)
+            torch.testing.assert_close(attn[i, : len(bag)], attn_alone[0], rtol=0, atol=1e-6)
+    assert (attn[~mask] == 0).all()
+    torch.testing.assert_close(attn.sum(1), torch.ones(3))
+
+
+def test_empty_bag_gives_finite_risk_and_zero_attention(small_dims):
+    model = build_model("ABMIL_Surv_PG", **small_dims).eval()
+    feats, clin, rna = _batch(small_dims, b=2)
+    mask = torch.tensor([[True] * 9, [False] * 9])
+    risk, attn = model(feats, clin, rna, mask, return_attention=True)
+    assert torch.isfinite(risk).all()
+    assert (attn[1] == 0).all()
+
+
+def test_wrong_shapes_say_what_was_expected(small_dims):
+    model = build_model("ABMIL_Surv_PG", **small_dims)
+    feats, clin, rna = _batch(small_dims)
+    with pytest.raises(ValueError, match=r"rna: expected \(3, 40\)"):
+        model(feats, clin, rna[:, :10])
+    with pytest.raises(ValueError, match="features: expected"):
+        model(feats[0], clin, rna)
