@@ -1,0 +1,176 @@
+"""Survival statistics from well-kept libraries: Cox loss (torchsurv), C-index (scikit-survival),
+Kaplan-Meier (lifelines). Thin wrappers that fix the conventions this project relies on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from lifelines import KaplanMeierFitter
+from sksurv.exceptions import NoComparablePairException
+from sksurv.metrics import concordance_index_censored
+
+with warnings.catch_warnings():  # torchsurv's import touches the deprecated torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    from torchsurv.loss.cox import neg_partial_log_likelihood
+
+
+def cox_loss(
+    risk: torch.Tensor,
+    time: torch.Tensor,
+    event: torch.Tensor,
+    *,
+    ties: str = "efron",
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Negative Cox partial log-likelihood of the log-risks ``risk``.
+
+    With risk sets ``R(t) = {j : T_j >= t}``, distinct event times ``t_k``, their ``d_k`` events
+    ``H_k``, ``S_k = sum_{j in R(t_k)} exp(r_j)`` and ``E_k = sum_{i in H_k} exp(r_i)``:
+
+    - Breslow: ``pll = sum_k [ sum_{i in H_k} r_i - d_k log S_k ]``
+    - Efron:   ``pll = sum_k [ sum_{i in H_k} r_i - sum_{l=0}^{d_k-1} log(S_k - l/d_k E_k) ]``
+
+    Both are computed by ``torchsurv.loss.cox.neg_partial_log_likelihood`` (which works in float32
+    internally). ``reduction="mean"`` divides ``-pll`` by the number of events (torchsurv's own mean
+    is over distinct event times); ``"sum"`` returns ``-pll``. A batch without any event has no
+    likelihood term: the result is an exact 0 that stays on ``risk``'s autograd graph (zero
+    gradients), so a training loop with batch size 2 never sees NaN or an exception; so does a
+    batch of one patient (its only term is ``log(e^r / e^r) = 0``).
+
+    Args:
+        risk: log relative hazards ``(B,)``.
+        time: event or censoring times ``(B,)``.
+        event: event indicators ``(B,)``, bool or 0/1.
+    """
+    if ties not in ("efron", "breslow"):
+        raise ValueError(f"ties: expected 'efron' or 'breslow', got {ties!r}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+    risk = risk.reshape(-1)
+    event = event.reshape(-1).to(device=risk.device, dtype=torch.bool)
+    time = time.reshape(-1).to(device=risk.device, dtype=risk.dtype)
+    if not (risk.shape == time.shape == event.shape):
+        raise ValueError(
+            f"risk, time, event: expected equal lengths, got {risk.shape[0]}, {time.shape[0]}, "
+            f"{event.shape[0]}"
+        )
+    n_events = int(event.sum())
+    if n_events == 0 or risk.numel() < 2:  # no term, or only log(e^r / e^r) = 0
+        return (risk * 0.0).sum()
+    with warnings.catch_warnings():
+        # torchsurv warns on every batch with tied times; ties are expected here (monthly follow-up).
+        warnings.simplefilter("ignore", UserWarning)
+        total = neg_partial_log_likelihood(risk, event, time, ties_method=ties, reduction="sum")
+    total = total.to(risk.dtype)
+    return total / n_events if reduction == "mean" else total
+
+
+def concordance_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's C-index exactly as the challenge scores it.
+
+    ``C = (#concordant + 0.5 #tied-risk) / #comparable`` over pairs ``(i, j)`` with ``T_i < T_j`` and
+    ``event_i`` (pairs with equal times are comparable when only ``i`` had the event), where
+    concordant means ``risk_i > risk_j``. Computed by
+    ``sksurv.metrics.concordance_index_censored(event.astype(bool), time, risk)[0]``.
+    For predicted times pass ``risk=-time_pred`` (a later predicted time is a lower risk).
+    NaN when no pair is comparable (no event, or all events at the same time), as in sksurv.
+    """
+    time, event, risk = (np.asarray(a) for a in (time, event, risk))
+    try:
+        return float(
+            concordance_index_censored(event.astype(bool), time.astype(float), risk.astype(float))[0]
+        )
+    except NoComparablePairException:
+        return float("nan")
+
+
+@dataclass(frozen=True)
+class CIndexCI:
+    """A C-index with its bootstrap percentile interval."""
+
+    estimate: float
+    low: float
+    high: float
+    n_boot: int
+
+    def to_dict(self) -> dict:
+        return {"c_index": self.estimate, "ci95_low": self.low, "ci95_high": self.high, "n_boot": self.n_boot}
+
+
+def concordance_bootstrap(
+    time: np.ndarray,
+    event: np.ndarray,
+    risk: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> CIndexCI:
+    """C-index with a percentile bootstrap interval over patients (resampled with replacement).
+
+    Resamples without any comparable pair (e.g. no event drawn) are redrawn, so the interval always
+    rests on ``n_boot`` valid replicates.
+    """
+    time, event, risk = (np.asarray(a) for a in (time, event, risk))
+    estimate = concordance_index(time, event, risk)
+    rng = np.random.default_rng(seed)
+    n, stats, tries = len(time), [], 0
+    while len(stats) < n_boot:
+        tries += 1
+        if tries > 20 * n_boot:
+            raise ValueError("bootstrap: too few resamples with a comparable pair; need more events")
+        idx = rng.integers(0, n, n)
+        if not event[idx].any():
+            continue
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # sksurv's 0/0 without a comparable pair
+            value = concordance_index(time[idx], event[idx], risk[idx])
+        if np.isfinite(value):
+            stats.append(value)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return CIndexCI(estimate=estimate, low=float(low), high=float(high), n_boot=n_boot)
+
+
+@dataclass(frozen=True)
+class KaplanMeier:
+    """A Kaplan-Meier curve as a step function: ``survival[k]`` holds on ``[time_months[k], next)``.
+
+    ``time_months[0] == 0`` with survival 1; the other points are every observed time (events and
+    censorings), as lifelines reports them.
+    """
+
+    time_months: np.ndarray
+    survival: np.ndarray
+    event_times: np.ndarray
+    max_follow_up: float
+
+    @property
+    def floor(self) -> float:
+        """Survival after the last event: the lowest probability the curve reaches."""
+        return float(self.survival[-1])
+
+    def median(self) -> float:
+        """First time the curve falls to 0.5 or below; ``inf`` if it never does."""
+        below = np.flatnonzero(self.survival <= 0.5)
+        return float(self.time_months[below[0]]) if below.size else float("inf")
+
+
+def kaplan_meier(time: np.ndarray, event: np.ndarray) -> KaplanMeier:
+    """Kaplan-Meier estimate of the survival function, by ``lifelines.KaplanMeierFitter``."""
+    time = np.asarray(time, dtype=float)
+    event = np.asarray(event).astype(bool)
+    if time.size == 0:
+        raise ValueError("kaplan_meier: no patients")
+    kmf = KaplanMeierFitter().fit(time, event_observed=event)
+    sf = kmf.survival_function_
+    return KaplanMeier(
+        time_months=sf.index.to_numpy(dtype=float),
+        survival=sf.iloc[:, 0].to_numpy(dtype=float),
+        event_times=np.unique(time[event]),
+        max_follow_up=float(time.max()),
+    )

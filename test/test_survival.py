@@ -1,0 +1,156 @@
+"""Cox loss, C-index and Kaplan-Meier against lifelines and scikit-survival on real and random data."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lifelines import CoxPHFitter
+from lifelines.datasets import load_rossi
+from lifelines.utils import concordance_index as lifelines_cindex
+from sksurv.datasets import load_whas500
+from sksurv.exceptions import NoComparablePairException
+from sksurv.linear_model.coxph import CoxPHOptimizer
+from sksurv.metrics import concordance_index_censored
+
+from survfusion.survival import concordance_bootstrap, concordance_index, cox_loss, kaplan_meier
+
+
+@pytest.fixture(scope="module")
+def rossi_fit():
+    df = load_rossi()
+    cph = CoxPHFitter().fit(df, duration_col="week", event_col="arrest")
+    x = df.drop(columns=["week", "arrest"]).to_numpy(float)
+    log_hz = x @ cph.params_[df.columns.drop(["week", "arrest"])].to_numpy()
+    return df, cph, log_hz
+
+
+def _tensors(log_hz, time, event):
+    return (
+        torch.tensor(log_hz, dtype=torch.float64),
+        torch.tensor(time, dtype=torch.float64),
+        torch.tensor(event, dtype=torch.bool),
+    )
+
+
+def test_efron_loss_equals_lifelines_log_likelihood_on_rossi(rossi_fit):
+    df, cph, log_hz = rossi_fit
+    assert df["week"].duplicated().any(), "Rossi has tied times: the Efron correction matters"
+    loss = cox_loss(*_tensors(log_hz, df["week"], df["arrest"]), reduction="sum")
+    assert loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(-cph.log_likelihood_, rel=1e-6)
+
+
+@pytest.mark.parametrize("ties", ["efron", "breslow"])
+def test_loss_equals_sksurv_partial_likelihood(ties, rossi_fit):
+    df, _, log_hz = rossi_fit
+    opt = CoxPHOptimizer(
+        log_hz[:, None], df["arrest"].to_numpy(bool), df["week"].to_numpy(float), alpha=np.zeros(1), ties=ties
+    )
+    expected = opt.nlog_likelihood(np.ones(1)) * len(df)
+    loss = cox_loss(*_tensors(log_hz, df["week"], df["arrest"]), ties=ties, reduction="sum")
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_efron_and_breslow_differ_with_ties(rossi_fit):
+    df, _, log_hz = rossi_fit
+    args = _tensors(log_hz, df["week"], df["arrest"])
+    assert cox_loss(*args, ties="breslow").item() > cox_loss(*args, ties="efron").item()
+
+
+def test_mean_is_over_events(rossi_fit):
+    df, _, log_hz = rossi_fit
+    args = _tensors(log_hz, df["week"], df["arrest"])
+    assert cox_loss(*args).item() == pytest.approx(
+        cox_loss(*args, reduction="sum").item() / df["arrest"].sum()
+    )
+
+
+def test_batch_without_events_is_zero_with_a_graph():
+    risk = torch.tensor([0.3, -1.2], requires_grad=True)
+    loss = cox_loss(risk, torch.tensor([5.0, 9.0]), torch.tensor([0, 0]))
+    assert loss.item() == 0.0
+    assert loss.grad_fn is not None
+    loss.backward()
+    assert torch.equal(risk.grad, torch.zeros(2))
+
+
+def test_batch_of_two_with_one_event_has_gradient():
+    risk = torch.tensor([0.3, -1.2], requires_grad=True)
+    loss = cox_loss(risk, torch.tensor([5.0, 9.0]), torch.tensor([1, 0]))
+    loss.backward()
+    expected = -(0.3 - np.log(np.exp(0.3) + np.exp(-1.2)))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert risk.grad[0] < 0 < risk.grad[1]  # raising the event's risk lowers the loss
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-8, 8), st.integers(1, 6), st.booleans()), min_size=1, max_size=30))
+def test_loss_is_finite_and_non_negative(rows):
+    risk, time, event = (torch.tensor(c) for c in zip(*rows, strict=True))
+    loss = cox_loss(risk.double(), time.double(), event)
+    assert torch.isfinite(loss)
+    assert loss.item() >= -1e-5  # a probability's log is <= 0
+
+
+surv_rows = st.lists(
+    st.tuples(st.integers(1, 8), st.booleans(), st.integers(-3, 3)), min_size=2, max_size=40
+).filter(lambda rows: any(e for _, e, _ in rows))
+
+
+@settings(max_examples=150, deadline=None)
+@given(surv_rows)
+def test_cindex_is_the_challenge_formula_with_ties(rows):
+    warnings.simplefilter("ignore", RuntimeWarning)  # sksurv's 0/0 when no pair is comparable
+    time, event, risk = (np.array(c) for c in zip(*rows, strict=True))
+    got = concordance_index(time, event, risk)
+    try:
+        expected = concordance_index_censored(event.astype(bool), time.astype(float), risk.astype(float))[0]
+    except NoComparablePairException:
+        expected = np.nan
+    if np.isnan(expected):  # no comparable pair (e.g. all events at one time): undefined for both
+        assert np.isnan(got)
+        return
+    assert got == expected
+    assert 0.0 <= got <= 1.0
+
+
+def test_cindex_matches_lifelines_without_tied_times(rng):
+    n = 200
+    time = rng.permutation(n) + 1.0
+    event = rng.random(n) < 0.5
+    risk = -np.log(time) + rng.normal(size=n)
+    # lifelines takes a score that grows with survival time: minus the risk.
+    assert concordance_index(time, event, risk) == pytest.approx(
+        lifelines_cindex(time, -risk, event), abs=1e-12
+    )
+
+
+def test_predicted_times_are_scored_with_a_minus_sign():
+    time, event = np.array([1.0, 2.0, 3.0]), np.array([1, 1, 0])
+    pred_months = np.array([10.0, 20.0, 30.0])  # perfectly ordered times
+    assert concordance_index(time, event, -pred_months) == 1.0
+
+
+def test_bootstrap_interval_brackets_the_estimate_on_real_data():
+    x, y = load_whas500()
+    event, time = y["fstat"], y["lenfol"]
+    risk = x["age"].to_numpy(float)
+    ci = concordance_bootstrap(time, event, risk, n_boot=200, seed=1)
+    assert ci.estimate == concordance_index(time, event, risk)
+    assert ci.low < ci.estimate < ci.high
+    assert ci.high - ci.low < 0.15
+    assert concordance_bootstrap(time, event, risk, n_boot=200, seed=1) == ci
+
+
+def test_kaplan_meier_by_hand():
+    # times 2,4,6(c),8,10(c): S = 1, .8, .6, .6, .3, .3
+    km = kaplan_meier([2, 4, 6, 8, 10], [1, 1, 0, 1, 0])
+    np.testing.assert_allclose(km.time_months, [0, 2, 4, 6, 8, 10])
+    np.testing.assert_allclose(km.survival, [1, 0.8, 0.6, 0.6, 0.3, 0.3])
+    assert km.floor == pytest.approx(0.3)
+    assert km.median() == 8
+    assert km.max_follow_up == 10
+    np.testing.assert_array_equal(km.event_times, [2, 4, 8])
