@@ -1,0 +1,226 @@
+"""Clinical JSON -> 27-vector and RNA JSON -> gene vector, with every repair counted and reported.
+
+Both encoders are fitted on training data, serialise to plain JSON, and ``transform`` one patient at
+a time into an ``Encoded`` (the float32 vector plus a list of one-line warnings). Nothing is printed:
+the caller decides whether a warning goes to a log, to stderr, or fails the run (``--strict``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+from survfusion.errors import UserError
+
+LABEL_FIELDS = ("Time_to_prog_or_FUend", "progression")
+
+
+def _resource(name: str):
+    return json.loads(resources.files("survfusion.resources").joinpath(name).read_text())
+
+
+def reference_genes() -> list[str]:
+    """The 19,359 gene symbols of the CHIMERA RNA files, in the model's (alphabetical) order."""
+    return _resource("gene_order.json")
+
+
+def clinical_schema() -> dict:
+    """Fields, categories and training statistics of the CHIMERA clinical JSON."""
+    return _resource("clinical_schema.json")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One patient's model input and what had to be repaired to build it."""
+
+    values: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+
+def _as_number(value) -> float | None:
+    """A finite float from a number or a numeric string; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str):
+        try:
+            out = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _as_category(value) -> str | None:
+    """Categories arrive as strings ("-1", "Yes"); accept ints (-1) and floats (-1.0) as their string."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)) and float(value).is_integer():
+        return str(int(value))
+    return None
+
+
+class ClinicalEncoder:
+    """Numeric fields standardised with training statistics, categorical fields one-hot.
+
+    Output order: the numeric fields (schema order), then each categorical field's categories (schema
+    order, categories as listed, i.e. sorted). With the CHIMERA schema that is 2 + 25 = 27 inputs.
+    Repairs: a missing or non-numeric numeric field takes the training mean (0 after standardising);
+    a missing or unknown category encodes as all zeros; label fields and unknown fields are ignored.
+    """
+
+    def __init__(self, numeric: Mapping[str, tuple[float, float]], categorical: Mapping[str, Sequence[str]]):
+        self.numeric = {k: (float(m), float(s)) for k, (m, s) in numeric.items()}
+        self.categorical = {k: list(v) for k, v in categorical.items()}
+        for name, (_, std) in self.numeric.items():
+            if not std > 0:
+                raise UserError(f"clinical: field {name!r} has standard deviation {std}; cannot standardise")
+
+    @property
+    def dim(self) -> int:
+        return len(self.numeric) + sum(len(v) for v in self.categorical.values())
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [*self.numeric, *(f"{k}={c}" for k, cats in self.categorical.items() for c in cats)]
+
+    @classmethod
+    def fit(cls, records: Iterable[Mapping], *, schema: Mapping | None = None) -> ClinicalEncoder:
+        """Training means and (population) standard deviations; categories from the schema."""
+        schema = schema or clinical_schema()
+        records = list(records)
+        if not records:
+            raise UserError("clinical: no training records to fit on")
+        numeric = {}
+        for name in schema["numeric"]:
+            vals = np.array([v for r in records if (v := _as_number(r.get(name))) is not None])
+            if vals.size == 0:
+                raise UserError(f"clinical: numeric field {name!r} has no usable value in the training set")
+            numeric[name] = (float(vals.mean()), float(vals.std()) or 1.0)
+        return cls(numeric, schema["categorical"])
+
+    def transform(self, record: Mapping) -> Encoded:
+        if not isinstance(record, Mapping):
+            raise UserError(f"clinical: expected a JSON object, got {type(record).__name__}")
+        out = np.zeros(self.dim, dtype=np.float32)
+        warnings: list[str] = []
+        for i, (name, (mean, std)) in enumerate(self.numeric.items()):
+            value = _as_number(record.get(name))
+            if value is None:
+                why = "missing" if name not in record else f"not a number ({record[name]!r})"
+                warnings.append(f"clinical: {name} {why}; using the training mean {mean:.4g}")
+                value = mean
+            out[i] = (value - mean) / std
+        offset = len(self.numeric)
+        for name, cats in self.categorical.items():
+            value = _as_category(record.get(name))
+            if name not in record:
+                warnings.append(f"clinical: {name} missing; encoded as all zeros")
+            elif value not in cats:
+                warnings.append(
+                    f"clinical: {name}={record[name]!r} is not a known category "
+                    f"({', '.join(cats)}); encoded as all zeros"
+                )
+            else:
+                out[offset + cats.index(value)] = 1.0
+            offset += len(cats)
+        labels = [k for k in LABEL_FIELDS if k in record]
+        if labels:
+            warnings.append(f"clinical: label field(s) ignored, never model inputs: {', '.join(labels)}")
+        unknown = sorted(set(record) - set(self.numeric) - set(self.categorical) - set(LABEL_FIELDS))
+        if unknown:
+            warnings.append(f"clinical: {len(unknown)} unknown field(s) ignored: {', '.join(unknown)}")
+        return Encoded(out, warnings)
+
+    def to_dict(self) -> dict:
+        return {
+            "numeric": {k: {"mean": m, "std": s} for k, (m, s) in self.numeric.items()},
+            "categorical": self.categorical,
+            "ignored_label_fields": list(LABEL_FIELDS),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ClinicalEncoder:
+        try:
+            numeric = {k: (v["mean"], v["std"]) for k, v in d["numeric"].items()}
+            return cls(numeric, d["categorical"])
+        except (KeyError, TypeError, AttributeError) as err:
+            raise UserError(f"clinical encoder: malformed description ({err!r})") from None
+
+
+class RnaVectorizer:
+    """Gene-symbol -> expression object into a fixed-order vector.
+
+    A missing gene, or a value that is not a finite number, becomes 0; genes outside the order are
+    ignored; each kind is counted in one warning line. ``log1p`` (off by default, as in the paper)
+    applies ``log(1 + x)`` after the repairs, with negative values clipped to 0 first.
+    """
+
+    def __init__(self, genes: Sequence[str] | None = None, *, log1p: bool = False) -> None:
+        self.genes = list(reference_genes() if genes is None else genes)
+        if len(set(self.genes)) != len(self.genes):
+            raise UserError("RNA: the gene order contains duplicates")
+        self.log1p = bool(log1p)
+        self._index = {g: i for i, g in enumerate(self.genes)}
+
+    @property
+    def dim(self) -> int:
+        return len(self.genes)
+
+    def transform(self, expression: Mapping) -> Encoded:
+        if not isinstance(expression, Mapping):
+            raise UserError(f"RNA: expected a JSON object gene -> value, got {type(expression).__name__}")
+        out = np.zeros(self.dim, dtype=np.float64)
+        found = bad = extra = negative = 0
+        for gene, value in expression.items():
+            i = self._index.get(gene)
+            if i is None:
+                extra += 1
+                continue
+            found += 1
+            number = _as_number(value)
+            if number is None:
+                bad += 1
+                continue
+            if number < 0 and self.log1p:
+                negative += 1
+                number = 0.0
+            out[i] = number
+        n = self.dim
+        warnings = []
+        if found < n:
+            warnings.append(
+                f"RNA: {n - found} of {n} genes missing ({100 * (n - found) / n:.1f}%); filled with 0"
+            )
+        if bad:
+            warnings.append(f"RNA: {bad} of {n} values not finite numbers (NaN, inf, text); set to 0")
+        if negative:
+            warnings.append(f"RNA: {negative} negative values clipped to 0 before log1p")
+        if extra:
+            warnings.append(f"RNA: {extra} genes not in the model's gene order; ignored")
+        if self.log1p:
+            out = np.log1p(out)
+        return Encoded(out.astype(np.float32), warnings)
+
+    def usable_genes(self, expression: Mapping) -> int:
+        """How many genes of the order carry a finite number (0 = the RNA input is unusable)."""
+        return sum(1 for g, v in expression.items() if g in self._index and _as_number(v) is not None)
+
+    def to_dict(self) -> dict:
+        return {"log1p": self.log1p, "genes": self.genes}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> RnaVectorizer:
+        try:
+            return cls(d["genes"], log1p=d["log1p"])
+        except (KeyError, TypeError) as err:
+            raise UserError(f"RNA vectorizer: malformed description ({err!r})") from None
