@@ -1,0 +1,54 @@
+"""Command line: ``python -m survfusion <command>``. Commands arrive with their issues; so far:
+
+- ``models``: list the registered models with their parameter counts at the paper's dimensions.
+- ``check-bundle DIR``: verify a model bundle (checksums, dims) and print its manifest summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from survfusion.errors import UserError
+
+
+def _models(_: argparse.Namespace) -> None:
+    from survfusion.models import build_model, count_parameters, model_names
+
+    for name in model_names():
+        print(f"{name:<20} {count_parameters(build_model(name)):>12,} parameters")
+
+
+def _check_bundle(args: argparse.Namespace) -> None:
+    from survfusion.bundle import load_bundle, read_manifest
+
+    load_bundle(args.bundle)
+    m = read_manifest(args.bundle)
+    print(
+        f"{args.bundle}: OK  model={m['model']['name']} params={m['model']['parameters']:,} "
+        f"calibration={m['calibration']['mode']} rna_log1p={m['preprocessing']['rna_log1p']}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="survfusion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list models and parameter counts").set_defaults(func=_models)
+    p = sub.add_parser("check-bundle", help="verify a model bundle")
+    p.add_argument("bundle")
+    p.set_defaults(func=_check_bundle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

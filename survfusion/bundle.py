@@ -1,0 +1,238 @@
+"""The model bundle: one directory with everything a prediction needs, checked on every load.
+
+Layout::
+
+    BUNDLE/manifest.json         format, model name and dims, preprocessing, calibration mode,
+                                 training config, metrics, software versions, sha256 of each file,
+                                 and manifest_sha256 (over the canonical JSON of everything else)
+    BUNDLE/weights.safetensors   the model's state dict (float32)
+    BUNDLE/clinical.json         ClinicalEncoder.to_dict()
+    BUNDLE/genes.json            RnaVectorizer.to_dict() (gene order, log1p)
+    BUNDLE/calibration.json      RiskToTime.to_dict()
+
+Nothing is unpickled: JSON and safetensors only. Any mismatch (a checksum, a missing file, dims
+that disagree between files) raises ``BundleError`` with one line that names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import survfusion
+from survfusion.calibration import RiskToTime
+from survfusion.errors import BundleError, UserError
+from survfusion.fileio import canonical_json, sha256_file, write_json
+from survfusion.models import SurvivalModel, build_model, count_parameters
+from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
+
+FORMAT = "survfusion-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+CLINICAL = "clinical.json"
+GENES = "genes.json"
+CALIBRATION = "calibration.json"
+REQUIRED_FILES = (WEIGHTS, CLINICAL, GENES, CALIBRATION)
+
+
+@dataclass
+class Bundle:
+    """A trained model with its preprocessing and calibration."""
+
+    model_name: str
+    model: SurvivalModel
+    clinical: ClinicalEncoder
+    rna: RnaVectorizer
+    calibration: RiskToTime
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    @torch.inference_mode()
+    def risk(self, features, clinical, rna, mask=None) -> np.ndarray:
+        """Risks ``(B,)`` in eval mode for already-encoded inputs (see ``SurvivalModel.forward``)."""
+        self.model.eval()
+        return self.model(features, clinical, rna, mask).double().cpu().numpy()
+
+    def months(self, risk) -> np.ndarray:
+        return self.calibration.predict(risk)
+
+
+def _software() -> dict:
+    import lifelines
+    import safetensors
+    import sksurv
+    import torchsurv
+
+    return {
+        "survfusion": survfusion.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "lifelines": lifelines.__version__,
+        "scikit-survival": sksurv.__version__,
+        "torchsurv": torchsurv.__version__,
+    }
+
+
+def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
+    """Write ``bundle`` to ``directory`` (replaced as a whole, never half-written)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        state = {
+            k: v.detach().to("cpu", torch.float32).contiguous() for k, v in bundle.model.state_dict().items()
+        }
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "model": bundle.model_name})
+        write_json(tmp / CLINICAL, bundle.clinical.to_dict())
+        write_json(tmp / GENES, bundle.rna.to_dict())
+        write_json(tmp / CALIBRATION, bundle.calibration.to_dict())
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": {
+                "name": bundle.model_name,
+                "dims": bundle.model.dims.to_dict(),
+                "parameters": count_parameters(bundle.model),
+            },
+            "preprocessing": {
+                "clinical_features": bundle.clinical.feature_names,
+                "rna_genes": bundle.rna.dim,
+                "rna_log1p": bundle.rna.log1p,
+            },
+            "calibration": {"mode": bundle.calibration.mode},
+            "training": bundle.config,
+            "metrics": bundle.metrics,
+            "software": _software(),
+            "files": {name: sha256_file(tmp / name) for name in REQUIRED_FILES},
+        }
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
+        write_json(tmp / MANIFEST, manifest)
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _manifest_digest(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    try:
+        return hashlib.sha256(canonical_json(body)).hexdigest()
+    except ValueError:  # NaN/inf slipped into the JSON: cannot be the manifest we wrote
+        return "invalid"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"bundle file {path}: missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"bundle file {path}: not valid JSON ({err})") from None
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """The checked manifest of a bundle (self-checksum, format, version)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"bundle {directory}: not a directory (expected {MANIFEST} and the model files)")
+    path = directory / MANIFEST
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"bundle file {path}: not a {FORMAT} manifest")
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise BundleError(f"bundle file {path}: checksum mismatch (the manifest was edited or is corrupt)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle file {path}: format version {manifest.get('format_version')}, "
+            f"this survfusion reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def _verify_files(directory: Path, files: dict) -> None:
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise BundleError(f"bundle file {directory / MANIFEST}: lists no checksum for {name}")
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"bundle file {path}: missing")
+        got = sha256_file(path)
+        if got != expected:
+            raise BundleError(
+                f"bundle file {path}: checksum mismatch (expected sha256 {expected[:16]}..., "
+                f"got {got[:16]}...); the file is corrupt or was edited"
+            )
+
+
+def _load_weights(model: SurvivalModel, path: Path) -> None:
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise BundleError(f"bundle file {path}: unreadable safetensors ({err})") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))
+        unexpected = sorted(set(got) - set(expected))
+        shapes = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        raise BundleError(
+            f"bundle file {path}: weights do not fit the manifest's model; missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {shapes[:3]}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_bundle(directory: str | Path, *, device: str | torch.device = "cpu") -> Bundle:
+    """Load and verify a bundle; the model comes back in eval mode on ``device``."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    _verify_files(directory, manifest["files"])
+    try:
+        clinical = ClinicalEncoder.from_dict(_read_json(directory / CLINICAL))
+        rna = RnaVectorizer.from_dict(_read_json(directory / GENES))
+        calibration = RiskToTime.from_dict(_read_json(directory / CALIBRATION))
+        name, dims = manifest["model"]["name"], manifest["model"]["dims"]
+        model = build_model(name, **dims)
+    except BundleError:
+        raise
+    except (UserError, KeyError, TypeError) as err:
+        raise BundleError(f"bundle {directory}: inconsistent contents ({err})") from None
+    if clinical.dim != dims["clinical_dim"]:
+        raise BundleError(
+            f"bundle file {directory / CLINICAL}: encodes {clinical.dim} inputs, "
+            f"the model expects clinical_dim={dims['clinical_dim']}"
+        )
+    if rna.dim != dims["rna_dim"]:
+        raise BundleError(
+            f"bundle file {directory / GENES}: lists {rna.dim} genes, "
+            f"the model expects rna_dim={dims['rna_dim']}"
+        )
+    _load_weights(model, directory / WEIGHTS)
+    return Bundle(
+        model_name=name,
+        model=model.to(device).eval(),
+        clinical=clinical,
+        rna=rna,
+        calibration=calibration,
+        config=manifest.get("training", {}),
+        metrics=manifest.get("metrics", {}),
+    )
