@@ -272,3 +272,16 @@ class AbmilSurvPGRes(AbmilSurvPG):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def pad_bags(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack bags of different sizes ``(n_i, D)`` into ``(B, max n_i, D)`` zeros-padded + bool mask."""
+    if not bags:
+        raise ValueError("pad_bags: no bags")
+    n_max = max(1, max(len(b) for b in bags))
+    out = bags[0].new_zeros(len(bags), n_max, bags[0].shape[-1])
+    mask = torch.zeros(len(bags), n_max, dtype=torch.bool, device=bags[0].device)
+    for i, bag in enumerate(bags):
+        out[i, : len(bag)] = bag
+        mask[i, : len(bag)] = True
+    return out, mask
