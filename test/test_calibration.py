@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from sksurv.datasets import load_gbsg2
 
 from survfusion.calibration import RiskToTime
 from survfusion.errors import UserError
@@ -131,3 +132,16 @@ def test_bad_input_is_refused_in_one_line():
         RiskToTime().fit(TRAIN_RISK, TIME, [0] * 5)
     with pytest.raises(UserError, match="finite"):
         RiskToTime().fit(TRAIN_RISK, TIME, EVENT).predict([np.nan])
+
+
+def test_real_cohort_gbsg2_monotone_keeps_and_paper_loses_concordance():
+    x, y = load_gbsg2()  # German Breast Cancer Study Group 2, shipped with scikit-survival
+    risk = (x["pnodes"].to_numpy(float) / 10 - x["progrec"].to_numpy(float) / 500).round(3)
+    time, event = y["time"] / 30.44, y["cens"]  # days -> months
+    train, test = np.arange(len(risk)) % 3 != 0, np.arange(len(risk)) % 3 == 0
+    c_risk = concordance_index(time[test], event[test], risk[test])
+    mono = RiskToTime().fit(risk[train], time[train], event[train]).predict(risk[test])
+    paper = RiskToTime().fit(risk[train], time[train], event[train], mode="paper").predict(risk[test])
+    assert concordance_index(time[test], event[test], -mono) == c_risk
+    assert concordance_index(time[test], event[test], -paper) < c_risk
+    assert len(np.unique(paper)) < len(np.unique(mono)) == len(np.unique(risk[test]))

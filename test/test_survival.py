@@ -14,6 +14,7 @@ from sksurv.datasets import load_whas500
 from sksurv.exceptions import NoComparablePairException
 from sksurv.linear_model.coxph import CoxPHOptimizer
 from sksurv.metrics import concordance_index_censored
+from sksurv.nonparametric import kaplan_meier_estimator
 
 from survfusion.survival import concordance_bootstrap, concordance_index, cox_loss, kaplan_meier
 
@@ -154,3 +155,13 @@ def test_kaplan_meier_by_hand():
     assert km.median() == 8
     assert km.max_follow_up == 10
     np.testing.assert_array_equal(km.event_times, [2, 4, 8])
+
+
+def test_kaplan_meier_equals_sksurv_on_real_data():
+    _, y = load_whas500()
+    km = kaplan_meier(y["lenfol"], y["fstat"])
+    t_ref, s_ref = kaplan_meier_estimator(y["fstat"], y["lenfol"])
+    # lifelines adds t=0; both then list every observed time with the same survival.
+    np.testing.assert_allclose(km.time_months[1:], t_ref)
+    np.testing.assert_allclose(km.survival[1:], s_ref, rtol=1e-12)
+    assert km.max_follow_up == y["lenfol"].max()
