@@ -96,7 +96,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         state = {
             k: v.detach().to("cpu", torch.float32).contiguous() for k, v in bundle.model.state_dict().items()
         }
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "model": bundle.model_name})
+        save_file(state, str(tmp / WEIGHTS), metadata={FORMAT: bundle.model_name})
         write_json(tmp / CLINICAL, bundle.clinical.to_dict())
         write_json(tmp / GENES, bundle.rna.to_dict())
         write_json(tmp / CALIBRATION, bundle.calibration.to_dict())

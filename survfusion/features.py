@@ -1,0 +1,131 @@
+"""Feature files (HDF5), CLAM/TRIDENT compatible, with the provenance of every number in them.
+
+Layout: ``features`` float32 ``(N, D)``; ``coords`` int64 ``(N, 2)`` = (x, y) level-0 pixels of
+each tile's top-left corner. File attributes record the encoder and its weights' sha256, the
+spacing, tile sizes, level read, slide size, tissue threshold and package version. Readers also take
+files written by CLAM or TRIDENT (``features`` possibly ``(1, N, D)``, attributes on ``coords``).
+
+A cached file is reused only when its request attributes (``REQUEST_KEYS``) equal the new request;
+otherwise it is refused with the differences named.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from survfusion.errors import UserError
+
+# The attributes that define what was asked for; any difference means a different feature set.
+REQUEST_KEYS = ("encoder", "weights_sha256", "target_spacing_um", "tile_px", "min_tissue")
+
+
+class FeatureCacheMismatch(UserError):
+    """An existing feature file was made with other settings than requested."""
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    features: np.ndarray
+    coords: np.ndarray
+    attrs: dict
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.features.shape[0])
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    if features.ndim != 2 or features.shape[0] != coords.shape[0]:
+        raise ValueError(f"features {features.shape} and coords {coords.shape} disagree")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=features)
+            dset = f.create_dataset("coords", data=coords)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            # CLAM/TRIDENT readers look for these on the coords dataset.
+            dset.attrs["patch_size"] = attrs.get("tile_px", 0)
+            dset.attrs["patch_size_level0"] = attrs.get("tile_lv0", 0)
+            dset.attrs["patch_level"] = attrs.get("level", 0)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_features(path: str | os.PathLike) -> FeatureFile:
+    """Features, coords and attributes from our files or CLAM/TRIDENT ones."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f:
+                raise UserError(f"feature file {path}: no 'features' dataset (keys: {', '.join(f.keys())})")
+            features = np.asarray(f["features"][()], dtype=np.float32)
+            coords = np.asarray(f["coords"][()]) if "coords" in f else np.zeros((0, 2), np.int64)
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            if "coords" in f:
+                attrs.update({f"coords.{k}": _plain(v) for k, v in f["coords"].attrs.items()})
+    except OSError as err:
+        raise UserError(f"feature file {path}: not readable HDF5 ({err})") from None
+    if features.ndim == 3 and features.shape[0] == 1:  # some tools store (1, N, D)
+        features = features[0]
+    if features.ndim != 2:
+        raise UserError(f"feature file {path}: features must be (N, D), got {features.shape}")
+    coords = coords.reshape(-1, 2).astype(np.int64) if coords.size else np.zeros((len(features), 2), np.int64)
+    if len(coords) != len(features):
+        raise UserError(f"feature file {path}: {len(features)} features but {len(coords)} coords")
+    return FeatureFile(features, coords, attrs)
+
+
+def cache_matches(path: str | os.PathLike, request: dict) -> bool:
+    """False if ``path`` does not exist; True if it was made with the same request; otherwise raises."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            have = {k: _plain(f.attrs[k]) for k in REQUEST_KEYS if k in f.attrs}
+    except OSError as err:
+        raise FeatureCacheMismatch(
+            f"feature file {path}: exists but is unreadable ({err}); delete it"
+        ) from None
+    diffs = [
+        f"{k}: file {have.get(k)!r} != requested {request.get(k)!r}"
+        for k in REQUEST_KEYS
+        if not _same(have.get(k), request.get(k))
+    ]
+    if diffs:
+        raise FeatureCacheMismatch(
+            f"feature file {path} was made with other settings ({'; '.join(diffs)}); "
+            "delete it or write to another --out"
+        )
+    return True
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    return a == b

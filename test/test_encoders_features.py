@@ -1,0 +1,150 @@
+"""Encoders load strictly and only safely; feature files keep provenance and refuse stale caches."""
+
+import collections
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from survfusion.encoders import (
+    TileEncoder,
+    build_architecture,
+    init_encoder_weights,
+    resolve_precision,
+)
+from survfusion.errors import UserError
+from survfusion.features import FeatureCacheMismatch, cache_matches, read_features, write_features
+from survfusion.slide import area_reduce
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "vit-tiny.safetensors"
+    init_encoder_weights("vit-tiny", path, seed=0)
+    return path
+
+
+def test_init_is_deterministic_and_loads_through_the_strict_path(tmp_path, tiny_weights):
+    again = tmp_path / "again.safetensors"
+    assert (
+        init_encoder_weights("vit-tiny", again, seed=0)
+        == TileEncoder("vit-tiny", tiny_weights).weights_sha256
+    )
+    assert (
+        init_encoder_weights("vit-tiny", tmp_path / "other.safetensors", seed=1)
+        != TileEncoder("vit-tiny", tiny_weights).weights_sha256
+    )
+
+
+def test_uni_architecture_is_vit_large_with_1024_outputs():
+    model = build_architecture("uni")
+    assert sum(p.numel() for p in model.parameters()) == 303_350_784
+    assert model.num_features == 1024
+
+
+def test_strict_load_names_the_missing_keys(tmp_path):
+    state = build_architecture("vit-tiny").state_dict()
+    del state["blocks.3.mlp.fc2.weight"], state["norm.bias"]
+    state["head.extra"] = torch.zeros(1)
+    path = tmp_path / "broken.bin"
+    torch.save(state, path)
+    with pytest.raises(UserError) as err:
+        TileEncoder("vit-tiny", path)
+    message = str(err.value)
+    assert "blocks.3.mlp.fc2.weight" in message and "norm.bias" in message and "head.extra" in message
+    assert "\n" not in message
+
+
+def test_bin_and_module_prefix_load(tmp_path, tiny_weights):
+    model = build_architecture("vit-tiny")
+    state = collections.OrderedDict((f"module.{k}", v) for k, v in model.state_dict().items())
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(state, path)
+    enc = TileEncoder("vit-tiny", path)
+    assert enc.weights_sha256 and enc.embed_dim == 192
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_a_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.bin"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(UserError, match="cannot be loaded safely"):
+        TileEncoder("vit-tiny", path)
+
+
+def test_precision_on_cpu_is_fp32():
+    assert resolve_precision("auto", torch.device("cpu")) is None
+    with pytest.raises(UserError):
+        resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_device_side_area_resize_equals_block_mean(tiny_weights):
+    enc = TileEncoder("vit-tiny", tiny_weights)
+    tiles = np.random.default_rng(0).integers(0, 256, (2, 448, 448, 3), dtype=np.uint8)
+    got = enc.preprocess(torch.from_numpy(tiles))
+    mean = torch.tensor(enc.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(enc.spec.std).view(1, 3, 1, 1)
+    expected = np.stack([area_reduce(t.astype(np.float32), 2) for t in tiles]) / 255.0
+    expected = (torch.from_numpy(expected).permute(0, 3, 1, 2) - mean) / std
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_embeddings_are_deterministic_and_batch_independent(tiny_weights):
+    enc = TileEncoder("vit-tiny", tiny_weights)
+    tiles = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8))
+    all_at_once = enc.embed(tiles)
+    one_by_one = torch.cat([enc.embed(tiles[i : i + 1]) for i in range(5)])
+    assert all_at_once.shape == (5, 192) and all_at_once.dtype == torch.float32
+    torch.testing.assert_close(all_at_once, one_by_one, atol=1e-4, rtol=1e-4)
+
+
+REQUEST = {
+    "encoder": "uni",
+    "weights_sha256": "ab",
+    "target_spacing_um": 1.0,
+    "tile_px": 224,
+    "min_tissue": 0.25,
+}
+
+
+def test_feature_file_round_trip_and_cache(tmp_path):
+    path = tmp_path / "c.h5"
+    feats = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    coords = np.arange(14).reshape(7, 2) * 896
+    write_features(path, feats, coords, {**REQUEST, "tile_lv0": 896, "level": 1})
+    f = read_features(path)
+    np.testing.assert_array_equal(f.features, feats)
+    np.testing.assert_array_equal(f.coords, coords)
+    assert f.attrs["encoder"] == "uni" and f.attrs["coords.patch_size_level0"] == 896
+    assert cache_matches(path, REQUEST) is True
+    assert cache_matches(tmp_path / "none.h5", REQUEST) is False
+    with pytest.raises(FeatureCacheMismatch, match=r"min_tissue: file 0.25 != requested 0.5"):
+        cache_matches(path, {**REQUEST, "min_tissue": 0.5})
+    with pytest.raises(FeatureCacheMismatch, match="weights_sha256"):
+        cache_matches(path, {**REQUEST, "weights_sha256": "cd"})
+
+
+@pytest.mark.parametrize("leading_one", [False, True])
+def test_reads_clam_and_trident_files(tmp_path, leading_one):
+    path = tmp_path / "clam.h5"
+    feats = np.ones((3, 1024), np.float32)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=feats[None] if leading_one else feats)
+        c = f.create_dataset("coords", data=np.array([[0, 0], [512, 0], [0, 512]]))
+        c.attrs["patch_size"] = 512
+        c.attrs["patch_level"] = 0
+    got = read_features(path)
+    assert got.features.shape == (3, 1024)
+    assert got.attrs["coords.patch_size"] == 512
+
+
+def test_not_a_feature_file_is_one_clear_line(tmp_path):
+    path = tmp_path / "x.h5"
+    path.write_bytes(b"nope")
+    with pytest.raises(UserError, match="not readable HDF5"):
+        read_features(path)
