@@ -1,7 +1,9 @@
-"""Command line: ``python -m survfusion <command>``. Commands arrive with their issues; so far:
+"""Command line: ``python -m survfusion <command>``.
 
 - ``models``: list the registered models with their parameter counts at the paper's dimensions.
 - ``check-bundle DIR``: verify a model bundle (checksums, dims) and print its manifest summary.
+- ``init-encoder``: create local random weights for a tile encoder (tests, demos).
+- ``extract``: slides (+ tissue masks) -> one HDF5 feature file per slide.
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from survfusion.cli_extract import add_extract_parser, add_init_encoder_parser
 from survfusion.errors import UserError
 
 
-def _models(_: argparse.Namespace) -> None:
+def _models(_: argparse.Namespace) -> int:
     from survfusion.models import build_model, count_parameters, model_names
 
     for name in model_names():
         print(f"{name:<20} {count_parameters(build_model(name)):>12,} parameters")
+    return 0
 
 
-def _check_bundle(args: argparse.Namespace) -> None:
+def _check_bundle(args: argparse.Namespace) -> int:
     from survfusion.bundle import load_bundle, read_manifest
 
     load_bundle(args.bundle)
@@ -37,17 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-bundle", help="verify a model bundle")
     p.add_argument("bundle")
     p.set_defaults(func=_check_bundle)
+    add_init_encoder_parser(sub)
+    add_extract_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""``python -m survfusion extract`` and ``init-encoder``: argument handling and the cohort loop only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from survfusion.errors import UserError
+
+
+def add_extract_parser(sub) -> None:
+    p = sub.add_parser("extract", help="tile slides inside their tissue masks and embed the tiles")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--slide", help="one slide (its case id is the file name without extension)")
+    src.add_argument("--cohort", help="a cohort folder: slides/<case_id>.tif with masks/<case_id>.tif")
+    src.add_argument("--list", help="a CSV with columns slide[, mask, case_id]")
+    p.add_argument("--mask", help="tissue mask for --slide")
+    p.add_argument("--out", required=True, help="output folder: one <case_id>.h5 per slide")
+    p.add_argument("--encoder", default="uni", help="tile encoder (uni, vit-tiny)")
+    p.add_argument(
+        "--weights", required=True, help="encoder weights (.bin/.pth/.safetensors), loaded strictly"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--precision", default="auto", help="auto (fp16 on T4, bf16 on Ampere+, fp32 on CPU), fp32, ..."
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--target-spacing", type=float, default=1.0, help="µm/px of the tiles (1.0 = 10x)")
+    p.add_argument("--tile-px", type=int, default=224)
+    p.add_argument("--min-tissue", type=float, default=0.25, help="minimum tissue fraction of a kept tile")
+    p.add_argument("--spacing-um", type=float, help="override the slides' level-0 spacing")
+    p.add_argument("--threads", type=int, default=4, help="tile-decoding threads")
+    p.add_argument("--shard", default="0/1", help="process shard i of n (0-based), e.g. 2/8")
+    p.set_defaults(func=run_extract)
+
+
+def add_init_encoder_parser(sub) -> None:
+    p = sub.add_parser("init-encoder", help="create random encoder weights locally (tests, demos)")
+    p.add_argument("--encoder", default="vit-tiny")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_init_encoder)
+
+
+def run_init_encoder(args: argparse.Namespace) -> int:
+    from survfusion.encoders import init_encoder_weights
+
+    digest = init_encoder_weights(args.encoder, args.out, seed=args.seed)
+    print(f"{args.out}: {args.encoder} weights, seed {args.seed}, sha256 {digest}")
+    return 0
+
+
+def _jobs(args: argparse.Namespace):
+    from survfusion.cohort import SlideJob, cohort_jobs, list_jobs, parse_shard, shard
+
+    if args.slide:
+        jobs = [SlideJob(Path(args.slide).stem, Path(args.slide), Path(args.mask) if args.mask else None)]
+    elif args.mask:
+        raise UserError(
+            "--mask goes with --slide; a cohort's masks live in masks/, a list's in its mask column"
+        )
+    else:
+        jobs = cohort_jobs(args.cohort) if args.cohort else list_jobs(args.list)
+    return shard(jobs, *parse_shard(args.shard))
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from survfusion.encoders import TileEncoder
+    from survfusion.extract import ExtractConfig, extract_slide, request_attrs
+    from survfusion.features import cache_matches
+
+    jobs = _jobs(args)
+    encoder = TileEncoder(args.encoder, args.weights, device=args.device, precision=args.precision)
+    cfg = ExtractConfig(
+        target_spacing_um=args.target_spacing,
+        tile_px=args.tile_px,
+        min_tissue=args.min_tissue,
+        batch_size=args.batch_size,
+        read_threads=args.threads,
+        spacing_um=args.spacing_um,
+    )
+    request = request_attrs(encoder, cfg)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"extract: {len(jobs)} slide(s) -> {out_dir} | {encoder.name} on {encoder.device} "
+        f"({encoder.precision}) | {cfg.tile_px} px at {cfg.target_spacing_um} µm/px",
+        flush=True,
+    )
+    written, skipped, failed, tiles, t0 = 0, 0, [], 0, time.perf_counter()
+    for job in tqdm(jobs, unit="slide", desc="slides", disable=len(jobs) < 2):
+        out = out_dir / f"{job.case_id}.h5"
+        try:
+            if cache_matches(out, request):
+                skipped += 1
+                continue
+            with tqdm(unit="tile", desc=job.case_id, leave=False) as bar:
+
+                def progress(n, total, bar=bar):
+                    bar.total = total
+                    bar.update(n)
+
+                result = extract_slide(job.slide, job.mask, out, encoder, cfg, on_batch=progress)
+            for warning in result.warnings:
+                tqdm.write(f"warning: {job.case_id}: {warning}", file=sys.stderr)
+            written += 1
+            tiles += len(result.features)
+        except (UserError, OSError, ValueError, RuntimeError) as err:
+            failed.append((job.case_id, f"{type(err).__name__}: {err}"))
+            tqdm.write(f"FAILED {job.case_id}: {err}", file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    print(
+        f"extract: {len(jobs)} slide(s): {written} written ({tiles} tiles, {tiles / max(elapsed, 1e-9):.1f} "
+        f"tiles/s), {skipped} skipped (already done), {len(failed)} failed; {elapsed:.1f} s"
+    )
+    for case_id, message in failed:
+        print(f"  failed {case_id}: {message}", file=sys.stderr)
+    return 1 if failed else 0
