@@ -6,6 +6,10 @@ Two readers behind one interface (``Slide``):
   write them, or as SubIFDs; JPEG, LZW, deflate, ...; RGB, YCbCr or RGBA). A batch of regions is
   served by decoding each stored TIFF tile (or strip) it touches exactly once, with the decoding
   (imagecodecs, which releases the GIL) spread over a thread pool, then copying the pixels out.
+  Decoded tiles stay in a small LRU cache because consecutive batches of a row-major grid share
+  stored tiles (without it a 512-px stored tile is decoded two to three times). The cache holds two
+  rows of stored tiles of the level being read: enough for row-major reuse, small enough that the
+  memory of evicted tiles is recycled rather than freshly faulted in.
 - ``OpenSlideSlide`` for SVS, NDPI, MRXS and the other vendor formats, through openslide.
 
 Coordinates: regions are given in pixels of the level read (``xy_lv``); ``Level.downsample``
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +115,12 @@ class TiffSlide(Slide):
     """Pyramidal TIFF read tile by tile with tifffile + imagecodecs."""
 
     def __init__(
-        self, path: str | os.PathLike, *, spacing_um: float | None = None, threads: int | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        spacing_um: float | None = None,
+        threads: int | None = None,
+        cache_rows: int = 2,
     ):
         self.path = Path(path)
         try:
@@ -125,6 +136,9 @@ class TiffSlide(Slide):
         self.spacing_um = spacing_um if spacing_um is not None else _tiff_spacing(self.path, self._pages[0])
         self._fd = os.open(self.path, os.O_RDONLY)
         self._pool = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1))
+        self._cache: OrderedDict[tuple[int, int], np.ndarray | None] = OrderedDict()
+        self._cache_rows = cache_rows
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         if getattr(self, "_fd", None) is not None:
@@ -141,21 +155,43 @@ class TiffSlide(Slide):
         arr, _, _ = page.decode(data, index, jpegtables=page.jpegtables, _fullsize=True)
         return arr.reshape(arr.shape[-3:])[..., :3]  # (th, tw, 3): drop alpha
 
+    def _decoded(self, level: int, indices: list[int]) -> dict[int, np.ndarray | None]:
+        """Segments of ``level`` by index: from the LRU cache, the rest decoded in parallel."""
+        page = self._pages[level]
+        with self._lock:
+            found = {i: self._cache[(level, i)] for i in indices if (level, i) in self._cache}
+            for i in found:
+                self._cache.move_to_end((level, i))
+        missing = [i for i in indices if i not in found]
+        decode = self._pool.map if self._pool._max_workers > 1 else map
+        fresh = dict(zip(missing, decode(lambda i: self._segment(page, i), missing), strict=True))
+        tw, _ = _segment_shape(page)
+        capacity = max(len(indices), self._cache_rows * -(-page.imagewidth // tw))
+        with self._lock:
+            self._cache.update(((level, i), seg) for i, seg in fresh.items())
+            while len(self._cache) > capacity:
+                self._cache.popitem(last=False)
+        return {**found, **fresh}
+
     def read_regions(self, level: int, xy_lv: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
         page = self._pages[level]
         tw, th = _segment_shape(page)
         across = -(-page.imagewidth // tw)
         w, h = int(size_px[0]), int(size_px[1])
         xy_lv = np.asarray(xy_lv, dtype=np.int64).reshape(-1, 2)
-        out = np.full((len(xy_lv), h, w, 3), 255, dtype=np.uint8)
-        needed: set[int] = set()
-        for x, y in xy_lv:
-            for ty, tx in _segments_touching(x, y, w, h, tw, th, page.imagewidth, page.imagelength):
-                needed.add(ty * across + tx)
-        order = sorted(needed)
-        decoded = dict(zip(order, self._pool.map(lambda i: self._segment(page, i), order), strict=True))
+        touching = [
+            _segments_touching(x, y, w, h, tw, th, page.imagewidth, page.imagelength) for x, y in xy_lv
+        ]
+        decoded = self._decoded(level, sorted({ty * across + tx for segs in touching for ty, tx in segs}))
+        inside = np.all((xy_lv >= 0) & (xy_lv + np.array([w, h]) <= [page.imagewidth, page.imagelength]))
+        # White where a region reaches outside the image or onto an empty stored tile; otherwise every
+        # pixel is overwritten below, so the buffer need not be filled first.
+        if inside and all(seg is not None for seg in decoded.values()):
+            out = np.empty((len(xy_lv), h, w, 3), np.uint8)
+        else:
+            out = np.full((len(xy_lv), h, w, 3), 255, np.uint8)
         for k, (x, y) in enumerate(xy_lv):
-            for ty, tx in _segments_touching(x, y, w, h, tw, th, page.imagewidth, page.imagelength):
+            for ty, tx in touching[k]:
                 seg = decoded[ty * across + tx]
                 if seg is None:
                     continue
