@@ -85,22 +85,16 @@ def test_features_equal_a_direct_embedding_of_the_tiles(cohort, weights):
     np.testing.assert_allclose(res.features[-1], direct, atol=1e-4)
 
 
+def cohort_args(folder, out, weights):
+    """extract over the whole cohort at 2 µm/px (fewer tiles: quicker)."""
+    return ["extract", "--cohort", str(folder), "--out", str(out), "--encoder", "vit-tiny", "--weights",
+            str(weights), "--target-spacing", "2.0"]  # fmt: skip
+
+
 def test_cohort_resume_and_stale_cache(tmp_path, cohort, weights, capsys):
     folder, _ = cohort
     out = tmp_path / "feats"
-    args = [
-        "extract",
-        "--cohort",
-        str(folder),
-        "--out",
-        str(out),
-        "--encoder",
-        "vit-tiny",
-        "--weights",
-        str(weights),
-        "--target-spacing",
-        "2.0",
-    ]
+    args = cohort_args(folder, out, weights)
     assert main(args) == 0
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
     assert sorted(stamps) == ["3A_001.h5", "3A_002.h5", "3B_001.h5"]
@@ -116,19 +110,7 @@ def test_cohort_resume_and_stale_cache(tmp_path, cohort, weights, capsys):
 def test_shards_are_disjoint_and_cover_the_cohort(tmp_path, cohort, weights):
     folder, _ = cohort
     out = tmp_path / "feats"
-    base = [
-        "extract",
-        "--cohort",
-        str(folder),
-        "--out",
-        str(out),
-        "--encoder",
-        "vit-tiny",
-        "--weights",
-        str(weights),
-        "--target-spacing",
-        "2.0",
-    ]
+    base = cohort_args(folder, out, weights)
     assert main([*base, "--shard", "0/2"]) == 0
     first = {p.name for p in out.glob("*.h5")}
     assert main([*base, "--shard", "1/2"]) == 0
