@@ -4,6 +4,7 @@
 - ``check-bundle DIR``: verify a model bundle (checksums, dims) and print its manifest summary.
 - ``init-encoder``: create local random weights for a tile encoder (tests, demos).
 - ``extract``: slides (+ tissue masks) -> one HDF5 feature file per slide.
+- ``synth``: a synthetic cohort in the real formats (and a grand-challenge sample case).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from survfusion.cli_data import add_synth_parser
 from survfusion.cli_extract import add_extract_parser, add_init_encoder_parser
 from survfusion.errors import UserError
 
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-bundle", help="verify a model bundle")
     p.add_argument("bundle")
     p.set_defaults(func=_check_bundle)
+    add_synth_parser(sub)
     add_init_encoder_parser(sub)
     add_extract_parser(sub)
     return parser

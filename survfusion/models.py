@@ -122,13 +122,19 @@ class LowRankBilinear(nn.Module):
 
 
 class SurvivalModel(nn.Module):
-    """Shared encoders; subclasses define ``fuse`` (embeddings -> risk ``(B,)``)."""
+    """Shared encoders; subclasses define ``fuse`` (embeddings -> risk ``(B,)``).
+
+    ``uses`` names the modalities a model reads; an unused modality gets no encoder (and so no
+    parameters) and enters ``fuse`` as zeros, so ablations keep the common forward signature.
+    """
+
+    uses: tuple[str, ...] = ("hist", "rna", "clinical")
 
     def __init__(self, dims: ModelDims) -> None:
         super().__init__()
         self.dims = dims
-        self.mil = GatedAttentionMIL(dims.feat_dim, dims.dropout)
-        self.rna_encoder = RnaEncoder(dims.rna_dim, dims.dropout)
+        self.mil = GatedAttentionMIL(dims.feat_dim, dims.dropout) if "hist" in self.uses else None
+        self.rna_encoder = RnaEncoder(dims.rna_dim, dims.dropout) if "rna" in self.uses else None
 
     def encode(
         self,
@@ -139,8 +145,15 @@ class SurvivalModel(nn.Module):
     ) -> Embeddings:
         """Embed each modality. ``mask`` (B, N) bool, True = real tile; None = all tiles real."""
         mask = self._check_inputs(features, clinical, rna, mask)
-        hist, attention = self.mil(features, mask)
-        return Embeddings(hist=hist, rna=self.rna_encoder(rna), clinical=clinical, attention=attention)
+        b, n = mask.shape
+        if self.mil is not None:
+            hist, attention = self.mil(features, mask)
+        else:
+            hist, attention = features.new_zeros(b, HIST_DIM), features.new_zeros(b, n)
+        rna_emb = self.rna_encoder(rna) if self.rna_encoder is not None else rna.new_zeros(b, RNA_DIM)
+        if "clinical" not in self.uses:
+            clinical = torch.zeros_like(clinical)
+        return Embeddings(hist=hist, rna=rna_emb, clinical=clinical, attention=attention)
 
     def fuse(self, emb: Embeddings) -> torch.Tensor:
         raise NotImplementedError
@@ -285,3 +298,7 @@ def pad_bags(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out[i, : len(bag)] = bag
         mask[i, : len(bag)] = True
     return out, mask
+
+
+# The comparators and ablations register themselves on import (after the registry exists).
+from survfusion import fusions as _fusions  # noqa: E402, F401

@@ -100,6 +100,15 @@ def area_reduce(image: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return image
     h, w = image.shape[:2]
+    if image.dtype == np.uint8 and h % factor == 0 and w % factor == 0 and factor <= 16:
+        # Exact blocks: add the factor x factor strided views as integers (no float copy of a large
+        # level, and much faster than a reduction over reshaped axes), rounded half up.
+        n = factor * factor
+        sums = np.full(image[::factor, ::factor].shape, n // 2, dtype=np.uint16)
+        for dy in range(factor):
+            for dx in range(factor):
+                sums += image[dy::factor, dx::factor]
+        return (sums // n).astype(np.uint8)
     hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
     pad = ((0, hp - h), (0, wp - w)) + ((0, 0),) * (image.ndim - 2)
     data = np.pad(image.astype(np.float32), pad)
@@ -108,7 +117,7 @@ def area_reduce(image: np.ndarray, factor: int) -> np.ndarray:
     sums = data.reshape(shape + image.shape[2:]).sum(axis=(1, 3))
     counts = ones.reshape(shape).sum(axis=(1, 3))
     out = sums / (counts[..., None] if image.ndim == 3 else counts)
-    return np.rint(out).astype(image.dtype) if image.dtype == np.uint8 else out.astype(image.dtype)
+    return np.floor(out + 0.5).astype(image.dtype) if image.dtype == np.uint8 else out.astype(image.dtype)
 
 
 class TiffSlide(Slide):

@@ -77,7 +77,8 @@ def concordance_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> 
     concordant means ``risk_i > risk_j``. Computed by
     ``sksurv.metrics.concordance_index_censored(event.astype(bool), time, risk)[0]``.
     For predicted times pass ``risk=-time_pred`` (a later predicted time is a lower risk).
-    NaN when no pair is comparable (no event, or all events at the same time), as in sksurv.
+    NaN when no pair is comparable (fewer than two cases, no event, or all events at one time), where
+    sksurv returns NaN or raises.
     """
     time, event, risk = (np.asarray(a) for a in (time, event, risk))
     try:

@@ -7,6 +7,7 @@ from survfusion.errors import UserError
 from survfusion.models import build_model, count_parameters, model_names
 
 PAPER = ["ABMIL_Surv", "ABMIL_Surv_PG", "ABMIL_Surv_PG_Res"]
+ALL = model_names()
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ def _batch(dims, b=3, n=9, seed=0):
     return feats, clin, rna
 
 
-@pytest.mark.parametrize("name", PAPER)
+@pytest.mark.parametrize("name", ALL)
 def test_every_parameter_gets_a_gradient(name, small_dims):
     model = build_model(name, **small_dims).train()
     feats, clin, rna = _batch(small_dims)
@@ -47,7 +48,7 @@ def test_every_parameter_gets_a_gradient(name, small_dims):
         assert p.grad.abs().sum() > 0, f"{pname} got an all-zero gradient"
 
 
-@pytest.mark.parametrize("name", PAPER)
+@pytest.mark.parametrize("name", ALL)
 def test_tile_order_does_not_change_risk(name, small_dims):
     model = build_model(name, **small_dims).eval()
     feats, clin, rna = _batch(small_dims)
@@ -59,7 +60,7 @@ def test_tile_order_does_not_change_risk(name, small_dims):
     torch.testing.assert_close(a1[:, perm], a2, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", PAPER)
+@pytest.mark.parametrize("name", ALL)
 def test_padded_batch_equals_each_bag_alone(name, small_dims):
     model = build_model(name, **small_dims).eval()
     sizes = [7, 50, 1]
@@ -77,7 +78,8 @@ def test_padded_batch_equals_each_bag_alone(name, small_dims):
             torch.testing.assert_close(risk[i : i + 1], alone, rtol=0, atol=1e-6)
             torch.testing.assert_close(attn[i, : len(bag)], attn_alone[0], rtol=0, atol=1e-6)
     assert (attn[~mask] == 0).all()
-    torch.testing.assert_close(attn.sum(1), torch.ones(3))
+    expected = 1.0 if "hist" in model.uses else 0.0  # models without histology attend to nothing
+    torch.testing.assert_close(attn.sum(1), torch.full((3,), expected))
 
 
 def test_empty_bag_gives_finite_risk_and_zero_attention(small_dims):
@@ -96,3 +98,19 @@ def test_wrong_shapes_say_what_was_expected(small_dims):
         model(feats, clin, rna[:, :10])
     with pytest.raises(ValueError, match="features: expected"):
         model(feats[0], clin, rna)
+
+
+def test_comparators_and_ablations_are_registered():
+    assert {"LMF", "HFBSurv", "ABMIL_Hist", "RNA_Clin", "Clin_only"} <= set(ALL)
+
+
+@pytest.mark.parametrize(
+    ("name", "unused"), [("ABMIL_Hist", "rna"), ("RNA_Clin", "features"), ("Clin_only", "rna")]
+)
+def test_ablations_ignore_the_modalities_they_do_not_use(name, unused, small_dims):
+    model = build_model(name, **small_dims).eval()
+    feats, clin, rna = _batch(small_dims)
+    inputs = {"features": feats, "clinical": clin, "rna": rna}
+    other = dict(inputs, **{unused: torch.randn_like(inputs[unused])})
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs), model(**other))
