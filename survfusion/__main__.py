@@ -5,6 +5,7 @@
 - ``init-encoder``: create local random weights for a tile encoder (tests, demos).
 - ``extract``: slides (+ tissue masks) -> one HDF5 feature file per slide.
 - ``synth``: a synthetic cohort in the real formats (and a grand-challenge sample case).
+- ``train``, ``evaluate``, ``compare``: the experiment.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 
 from survfusion.cli_data import add_synth_parser
 from survfusion.cli_extract import add_extract_parser, add_init_encoder_parser
+from survfusion.cli_train import add_train_parsers
 from survfusion.errors import UserError
 
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_synth_parser(sub)
     add_init_encoder_parser(sub)
     add_extract_parser(sub)
+    add_train_parsers(sub)
     return parser
 
 

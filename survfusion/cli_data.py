@@ -19,7 +19,7 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--slide-px", type=int, default=8192, help="level-0 side of each slide (multiple of 896)")
     p.add_argument("--workers", type=int, default=None, help="processes writing slides (default: up to 2)")
     p.add_argument("--case-dir", help="also write one patient as a grand-challenge job folder here")
-    p.add_argument("--case-slide-px", type=int, default=4480, help="slide size of the --case-dir patient")
+    p.add_argument("--case-slide-px", type=int, default=2688, help="slide size of the --case-dir patient")
     p.set_defaults(func=run_synth)
 
 

@@ -254,7 +254,11 @@ def _write_slide_files(
     image, blob = render_slide(patient, size)
     slide_path.parent.mkdir(parents=True, exist_ok=True)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
-    write_pyramid(slide_path, image, spacing_um=SPACING_UM, tile_px=512, quality=85)
+    levels = 1
+    while size >> levels >= 1024:
+        levels += 1
+    # At least three levels, so that even a small slide has its 1.0 µm/px (10x) level like real ones.
+    write_pyramid(slide_path, image, spacing_um=SPACING_UM, tile_px=512, quality=85, n_levels=max(3, levels))
     write_mask(mask_path, blob, spacing_um=SPACING_UM * MASK_DOWNSAMPLE, value=mask_value)
 
 
@@ -339,7 +343,7 @@ def write_oracle(out: Path, pts: list[Patient], seed: int) -> dict:
     return summary
 
 
-def write_case(out: str | os.PathLike, *, seed: int = 0, slide_px: int = 4096, index: int = 0) -> Path:
+def write_case(out: str | os.PathLike, *, seed: int = 0, slide_px: int = 2688, index: int = 0) -> Path:
     """One patient as a grand-challenge job folder: inputs.json plus each socket's file."""
     out = Path(out)
     patient = make_patients(max(index + 1, 2), seed)[index]

@@ -60,6 +60,7 @@ def write_pyramid(
             n_levels += 1
     if isinstance(source, np.ndarray):
         n_levels = min(n_levels, len(levels))
+    # tifffile writes whole tiles; a level smaller than one tile is still one (padded) tile.
     per_um = {"CENTIMETER": 1e4, "INCH": 25400.0, "MILLIMETER": 1e3, "MICROMETER": 1.0, "NONE": 1e4}
     res = per_um[resolution_unit] / spacing_um
     kwargs = {

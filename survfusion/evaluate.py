@@ -1,0 +1,220 @@
+"""Evaluation of a bundle on a cohort: per-case table, metrics with bootstrap CI, the paper's figures
+(KM curves by risk quartile with numbers at risk; C-index per epoch) and attention heatmaps; and the
+side-by-side comparison of runs (the paper's Table 2).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from survfusion.bundle import load_bundle
+from survfusion.dataset import load_cohort
+from survfusion.errors import UserError
+from survfusion.fileio import write_json
+from survfusion.models import pad_bags
+from survfusion.slide import open_slide
+from survfusion.survival import concordance_bootstrap, concordance_index
+from survfusion.train import _oracle
+
+
+def _case_indices(bundle, data, cases: str) -> np.ndarray:
+    if cases == "all":
+        return np.arange(len(data))
+    split = bundle.config.get("split", {})
+    if cases not in split:
+        raise UserError(f"evaluate: the bundle records no '{cases}' split; use --cases all")
+    where = {c: i for i, c in enumerate(data.case_ids)}
+    missing = [c for c in split[cases] if c not in where]
+    if missing:
+        raise UserError(
+            f"evaluate: {len(missing)} {cases} case(s) of the bundle are not in this cohort, "
+            f"e.g. {missing[0]}"
+        )
+    return np.array([where[c] for c in split[cases]])
+
+
+@torch.no_grad()
+def _risks(bundle, data, idx: np.ndarray, batch: int = 16):
+    clin = torch.from_numpy(np.stack([bundle.clinical.transform(data.clinical[i]).values for i in idx]))
+    rna = torch.from_numpy(data.rna_matrix(bundle.rna, idx)[0])
+    model = bundle.model.eval()
+    risks, attention = [], []
+    for s in range(0, len(idx), batch):
+        feats, mask = pad_bags([data.bags[i] for i in idx[s : s + batch]])
+        r, a = model(feats, clin[s : s + batch], rna[s : s + batch], mask, return_attention=True)
+        risks.append(r.double())
+        attention += [a[k, : int(mask[k].sum())].numpy() for k in range(len(a))]
+    return torch.cat(risks).numpy(), attention
+
+
+def evaluate(bundle_dir, cohort, features, out, *, cases: str = "val", heatmaps: int = 3) -> dict:
+    bundle = load_bundle(bundle_dir)
+    data = load_cohort(cohort, features)
+    idx = _case_indices(bundle, data, cases)
+    risk, attention = _risks(bundle, data, idx)
+    months = bundle.months(risk)
+    t, e = data.time_months[idx], data.event[idx]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "cases.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case_id", "cohort", "time_months", "event", "risk", "predicted_months"])
+        for k, i in enumerate(idx):
+            w.writerow(
+                [data.case_ids[i], data.cohort[i], t[k], int(e[k]), f"{risk[k]:.6f}", f"{months[k]:.3f}"]
+            )
+    ci = concordance_bootstrap(t, e, -months, n_boot=1000, seed=0)
+    metrics = {
+        "cases": cases,
+        "n": len(idx),
+        "events": int(e.sum()),
+        "c_index": ci.estimate,
+        "c_index_ci95": [ci.low, ci.high],
+        "c_index_risk": concordance_index(t, e, risk),
+        "by_cohort": {
+            c: {"n": int(m.sum()), "c_index": concordance_index(t[m], e[m], -months[m])}
+            for c in sorted(set(data.cohort[idx].tolist()))
+            if (m := data.cohort[idx] == c).sum() > 1
+        },
+        "model": bundle.model_name,
+    }
+    oracle = _oracle(Path(cohort), data.case_ids)
+    if oracle is not None and np.isfinite(oracle[idx]).all():
+        metrics["oracle_c_index"] = concordance_index(t, e, oracle[idx])
+    write_json(out / "metrics.json", metrics)
+    plot_km_quartiles(t, e, risk, out / "km_risk_quartiles.png", title=f"{bundle.model_name}: {cases} cases")
+    history = Path(bundle_dir).parent / "history.csv"
+    if history.is_file():
+        plot_history(history, out / "c_index_per_epoch.png")
+    order = np.argsort(-risk)
+    chosen = sorted(set(order[: (heatmaps + 1) // 2].tolist() + order[::-1][: heatmaps // 2].tolist()))
+    for k in chosen:
+        slide = Path(cohort) / "slides" / f"{data.case_ids[idx[k]]}.tif"
+        if slide.is_file() and len(attention[k]):
+            plot_heatmap(
+                slide,
+                data.coords[idx[k]],
+                data.tile_lv0[idx[k]],
+                attention[k],
+                out / f"heatmap_{data.case_ids[idx[k]]}.png",
+                title=f"{data.case_ids[idx[k]]}: risk {risk[k]:.2f}, {months[k]:.0f} months",
+            )
+    return metrics
+
+
+def plot_km_quartiles(time, event, risk, path: str | os.PathLike, *, title: str = "") -> None:
+    """Kaplan-Meier curves of the risk quartiles with numbers at risk (the paper's Figure 4)."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.plotting import add_at_risk_counts
+
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    edges = np.quantile(risk, [0.25, 0.5, 0.75])
+    group = np.digitize(risk, edges)
+    fitters = []
+    for q, label in enumerate(["Q1 (lowest risk)", "Q2", "Q3", "Q4 (highest risk)"]):
+        m = group == q
+        if m.sum() == 0:
+            continue
+        kmf = KaplanMeierFitter(label=label).fit(time[m], event[m])
+        kmf.plot_survival_function(ax=ax, ci_show=False)
+        fitters.append(kmf)
+    add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
+    ax.set_xlabel("months")
+    ax.set_ylabel("recurrence-free probability")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Train and validation C-index per epoch, best epoch marked (the paper's Figure 3)."""
+    with open(history_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    epoch = [int(r["epoch"]) for r in rows]
+    tr = [float(r["train_c_index"]) for r in rows]
+    va = [float(r["val_c_index"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(epoch, tr, label="train")
+    ax.plot(epoch, va, label="validation")
+    best = epoch[int(np.nanargmax(va))]
+    ax.axvline(best, color="grey", ls="--", label=f"best epoch {best}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("C-index")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_heatmap(
+    slide_path, coords_lv0: np.ndarray, tile_lv0: int, attention: np.ndarray, path, *, title: str = ""
+) -> None:
+    """Attention of each tile (relative to the bag's maximum) over the slide thumbnail."""
+    with open_slide(slide_path) as slide:
+        thumb, downsample = slide.thumbnail(1024)
+    heat = np.full(thumb.shape[:2], np.nan)
+    a = attention / attention.max()
+    for (x, y), v in zip(coords_lv0, a, strict=True):
+        x0, y0 = int(x / downsample), int(y / downsample)
+        s = max(1, int(tile_lv0 / downsample))
+        heat[y0 : y0 + s, x0 : x0 + s] = v
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(thumb)
+    im = ax.imshow(heat, cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="attention (relative)")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare_runs(runs: list[str | os.PathLike]) -> str:
+    """Markdown: one row per run, then mean ± sd per model (the paper's Table 2)."""
+    rows = []
+    for run in runs:
+        path = Path(run) / "metrics.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+    if not rows:
+        return ""
+
+    def fmt(x):
+        return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+    lines = [
+        "| run | model | seed | held-out C (months) | C (risk) | oracle C | best epoch | epochs | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run, m in zip(runs, rows, strict=False):
+        lines.append(
+            f"| {Path(run).name} | {m['model']} | {m['seed']} | {fmt(m['val_c_index'])} | "
+            f"{fmt(m['val_c_index_risk'])} | {fmt(m.get('oracle_val_c_index'))} | {m['best_epoch']} | "
+            f"{m['epochs_run']} | {m['seconds'] / 60:.1f} |"
+        )
+    lines += [
+        "",
+        "| model | runs | held-out C (months), mean ± sd | oracle C, mean | minutes per run |",
+        "|---|---|---|---|---|",
+    ]
+    for model in dict.fromkeys(m["model"] for m in rows):
+        ms = [m for m in rows if m["model"] == model]
+        c = np.array([m["val_c_index"] for m in ms])
+        sd = f" ± {c.std(ddof=1):.3f}" if len(c) > 1 else ""
+        oracle = [m["oracle_val_c_index"] for m in ms if "oracle_val_c_index" in m]
+        lines.append(
+            f"| {model} | {len(ms)} | {c.mean():.3f}{sd} | {fmt(float(np.mean(oracle)) if oracle else None)} "
+            f"| {np.mean([m['seconds'] for m in ms]) / 60:.1f} |"
+        )
+    return "\n".join(lines)

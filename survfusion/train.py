@@ -1,0 +1,308 @@
+"""Training: the paper's recipe by default, every setting overridable, everything written down.
+
+Recipe (DESIGN.md): Cox partial likelihood, Adam, batch size 2, at most 200 epochs, early stopping
+with patience 30 on the validation C-index, keep the best epoch; an 85:15 patient split stratified
+by cohort (3A/3B) and event. The calibration is fitted on the training risks of the best epoch.
+
+A run folder holds: ``config.json`` (resolved), ``split.json``, ``history.csv`` (per epoch: train
+and validation loss and C-index), ``metrics.json`` and ``bundle/`` (see ``survfusion.bundle``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from survfusion.bundle import Bundle, save_bundle
+from survfusion.calibration import RiskToTime
+from survfusion.dataset import CohortData, strata_of, stratified_folds, stratified_split
+from survfusion.errors import UserError
+from survfusion.fileio import write_json
+from survfusion.models import build_model, pad_bags
+from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
+from survfusion.survival import concordance_index, cox_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All training settings; defaults are the paper's recipe unless marked as an option."""
+
+    model: str = "ABMIL_Surv_PG"
+    seed: int = 0
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    batch_size: int = 2
+    max_epochs: int = 200
+    patience: int = 30  # epochs without a better validation C-index before stopping
+    val_fraction: float = 0.15
+    ties: str = "efron"
+    dropout: float = 0.25
+    rank: int = 64
+    rna_log1p: bool = False  # option: log(1 + x) of the DESeq2 values
+    rna_top_genes: int | None = None  # option: keep the k genes of highest training variance
+    calibration: str = "monotone"  # or "paper"
+    fused_adam: bool = True  # same Adam update, one fused kernel: 8x faster step on 41M parameters
+    eval_batch_size: int = 16
+
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UserError(
+                f"config: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**overrides)
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Settings from a JSON or YAML file (a flat mapping of TrainConfig fields)."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise UserError(f"config {path}: expected a mapping of settings")
+    return data
+
+
+def _select_genes(raw: np.ndarray, genes: list[str], train_idx: np.ndarray, k: int | None) -> list[str]:
+    if not k or k >= len(genes):
+        return list(genes)
+    variance = np.log1p(np.clip(raw[train_idx], 0, None)).var(axis=0)
+    keep = np.sort(np.argsort(-variance, kind="stable")[:k])
+    return [genes[i] for i in keep]
+
+
+class Trainer:
+    """One model on one split: fit, early-stop, calibrate, bundle."""
+
+    def __init__(
+        self,
+        data: CohortData,
+        cfg: TrainConfig,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        device: str = "cpu",
+    ) -> None:
+        self.data, self.cfg, self.device = data, cfg, torch.device(device)
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.clinical = ClinicalEncoder.fit([data.clinical[i] for i in train_idx])
+        self.clin_x = torch.from_numpy(np.stack([self.clinical.transform(r).values for r in data.clinical]))
+        genes = reference_genes()
+        if cfg.rna_top_genes:  # chosen on the training patients only
+            raw, _ = data.rna_matrix(RnaVectorizer(genes))
+            genes = _select_genes(raw, genes, train_idx, cfg.rna_top_genes)
+        self.rna = RnaVectorizer(genes, log1p=cfg.rna_log1p)
+        rna_x, self.rna_warnings = data.rna_matrix(self.rna)
+        self.rna_x = torch.from_numpy(rna_x)
+        self.time = torch.tensor(data.time_months, dtype=torch.float32)
+        self.event = torch.tensor(data.event)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(
+            cfg.model,
+            feat_dim=data.bags[0].shape[1],
+            rna_dim=self.rna.dim,
+            clinical_dim=self.clinical.dim,
+            rank=cfg.rank,
+            dropout=cfg.dropout,
+        ).to(self.device)
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam or None
+        )
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def _forward(self, idx: np.ndarray) -> torch.Tensor:
+        feats, mask = pad_bags([self.data.bags[i] for i in idx])
+        dev = self.device
+        return self.model(feats.to(dev), self.clin_x[idx].to(dev), self.rna_x[idx].to(dev), mask.to(dev))
+
+    @torch.no_grad()
+    def predict(self, idx: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        out = [
+            self._forward(idx[i : i + self.cfg.eval_batch_size]).double().cpu()
+            for i in range(0, len(idx), self.cfg.eval_batch_size)
+        ]
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
+    def train_epoch(self) -> None:
+        self.model.train()
+        order = self.rng.permutation(self.train_idx)
+        for start in range(0, len(order), self.cfg.batch_size):
+            batch = order[start : start + self.cfg.batch_size]
+            risk = self._forward(batch)
+            loss = cox_loss(
+                risk, self.time[batch].to(self.device), self.event[batch].to(self.device), ties=self.cfg.ties
+            )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+
+    def _scores(self, idx: np.ndarray, risk: np.ndarray) -> tuple[float, float]:
+        t, e = self.data.time_months[idx], self.data.event[idx]
+        loss = cox_loss(torch.from_numpy(risk), torch.from_numpy(t), torch.from_numpy(e), ties=self.cfg.ties)
+        return float(loss), concordance_index(t, e, risk)
+
+    def fit(self, progress: bool = True) -> tuple[list[dict], int]:
+        """Train with early stopping; restores the best epoch's weights. Returns (history, best)."""
+        history, best_c, best_epoch, best_state, waited = [], -np.inf, 0, None, 0
+        bar = tqdm(range(1, self.cfg.max_epochs + 1), desc=self.cfg.model, unit="epoch", disable=not progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            self.train_epoch()
+            tr_loss, tr_c = self._scores(self.train_idx, self.predict(self.train_idx))
+            va_loss, va_c = self._scores(self.val_idx, self.predict(self.val_idx))
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": tr_loss,
+                    "train_c_index": tr_c,
+                    "val_loss": va_loss,
+                    "val_c_index": va_c,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            bar.set_postfix(
+                train_c=f"{tr_c:.3f}", val_c=f"{va_c:.3f}", best=f"{max(best_c, va_c):.3f}@{best_epoch}"
+            )
+            if va_c > best_c:  # strictly better: ties keep the earlier epoch
+                best_c, best_epoch, waited = va_c, epoch, 0
+                best_state = copy.deepcopy(self.model.state_dict())
+            else:
+                waited += 1
+                if waited >= self.cfg.patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return history, best_epoch
+
+
+def _oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
+    path = cohort / "oracle.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        table = {r["case_id"]: float(r["log_hazard"]) for r in csv.DictReader(f)}
+    return np.array([table.get(c, np.nan) for c in case_ids])
+
+
+def run_training(
+    data: CohortData,
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    cohort_dir: str | os.PathLike,
+    train_idx: np.ndarray | None = None,
+    val_idx: np.ndarray | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Train one model, write the run folder, return its metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if train_idx is None or val_idx is None:
+        train_idx, val_idx = stratified_split(strata_of(data), val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if not data.event[train_idx].any() or not data.event[val_idx].any():
+        raise UserError("split: training and validation both need at least one event")
+    t0 = time.perf_counter()
+    trainer = Trainer(data, cfg, train_idx, val_idx, device=device)
+    history, best_epoch = trainer.fit(progress=progress)
+    train_risk, val_risk = trainer.predict(train_idx), trainer.predict(val_idx)
+    calibration = RiskToTime().fit(
+        train_risk, data.time_months[train_idx], data.event[train_idx], mode=cfg.calibration
+    )
+    val_months = calibration.predict(val_risk)
+    t_val, e_val = data.time_months[val_idx], data.event[val_idx]
+    seconds = time.perf_counter() - t0
+    metrics = {
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "train_c_index": concordance_index(data.time_months[train_idx], data.event[train_idx], train_risk),
+        "val_c_index": concordance_index(t_val, e_val, -val_months),
+        "val_c_index_risk": concordance_index(t_val, e_val, val_risk),
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "val_events": int(e_val.sum()),
+        "seconds": seconds,
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "rna_genes": trainer.rna.dim,
+    }
+    oracle = _oracle(Path(cohort_dir), data.case_ids)
+    if oracle is not None and np.isfinite(oracle[val_idx]).all():
+        metrics["oracle_val_c_index"] = concordance_index(t_val, e_val, oracle[val_idx])
+    split = {"train": [data.case_ids[i] for i in train_idx], "val": [data.case_ids[i] for i in val_idx]}
+    resolved = asdict(cfg)
+    write_json(out / "config.json", resolved)
+    write_json(out / "split.json", split)
+    write_json(out / "metrics.json", metrics)
+    with open(out / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    bundle = Bundle(
+        cfg.model,
+        trainer.model.cpu(),
+        trainer.clinical,
+        trainer.rna,
+        calibration,
+        config={**resolved, "split": split},
+        metrics=metrics,
+    )
+    save_bundle(bundle, out / "bundle")
+    return metrics
+
+
+def run_cross_validation(
+    data: CohortData,
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    folds: int,
+    cohort_dir,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """``folds`` runs, one per held-out fold, in ``out/fold_<i>``; the summary in ``out/cv.json``."""
+    fold_of = stratified_folds(strata_of(data), k=folds, seed=cfg.seed)
+    results = []
+    for k in range(folds):
+        train_idx, val_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+        results.append(
+            run_training(
+                data,
+                cfg,
+                Path(out) / f"fold_{k}",
+                cohort_dir=cohort_dir,
+                train_idx=train_idx,
+                val_idx=val_idx,
+                device=device,
+                progress=progress,
+            )
+        )
+    c = np.array([r["val_c_index"] for r in results])
+    summary = {
+        "model": cfg.model,
+        "folds": folds,
+        "val_c_index_mean": float(c.mean()),
+        "val_c_index_sd": float(c.std(ddof=1)),
+        "per_fold": results,
+    }
+    write_json(Path(out) / "cv.json", summary)
+    return summary

@@ -1,0 +1,170 @@
+"""The synthetic cohort in the real formats; train, evaluate and compare on a small one end to end."""
+
+import csv
+import json
+
+import numpy as np
+import openslide
+import pytest
+import tifffile
+from sksurv.metrics import concordance_index_censored
+
+from survfusion.__main__ import main
+from survfusion.dataset import load_cohort, strata_of, stratified_folds, stratified_split
+from survfusion.encoders import init_encoder_weights
+from survfusion.preprocess import clinical_schema, reference_genes
+from survfusion.synth import make_patients, write_case, write_cohort
+
+N = 24
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    cohort, feats, weights = root / "cohort", root / "features", root / "vit-tiny.safetensors"
+    write_cohort(cohort, patients=N, seed=3, slide_px=1792, workers=1)
+    init_encoder_weights("vit-tiny", weights, seed=0)
+    assert main(["extract", "--cohort", str(cohort), "--out", str(feats), "--encoder", "vit-tiny",
+                 "--weights", str(weights)]) == 0  # fmt: skip
+    config = root / "fast.json"
+    config.write_text(json.dumps({"rna_top_genes": 64, "max_epochs": 4, "patience": 2}))
+    return root, cohort, feats, config
+
+
+def test_files_are_in_the_real_formats(small):
+    _, cohort, _, _ = small
+    slide = cohort / "slides" / "3A_001.tif"
+    with tifffile.TiffFile(slide) as tif:
+        page = tif.pages[0]
+        assert page.is_tiled and page.compression == 7  # JPEG
+        assert len(tif.series[0].levels) >= 2 and tif.pages[1].subfiletype == 1  # reduced-resolution pages
+        assert page.tags["XResolution"].value[0] / page.tags["XResolution"].value[1] == pytest.approx(
+            1e4 / 0.25
+        )
+    with openslide.OpenSlide(str(slide)) as osr:
+        assert osr.dimensions == (1792, 1792)
+        assert float(osr.properties["openslide.mpp-x"]) == pytest.approx(0.25)
+    masks = [tifffile.imread(cohort / "masks" / f"3A_00{i}.tif") for i in (1, 2)]
+    assert {int(m.max()) for m in masks} == {255, 1} and all(m.shape == (112, 112) for m in masks)
+    rna = json.loads((cohort / "rna" / "3A_001.json").read_text())
+    assert list(rna) == reference_genes()
+    values = np.array(list(rna.values()))
+    assert values.min() >= 0 and 10 < np.median(values) < 1000 and values.max() > 1e4  # DESeq2-like
+    schema = clinical_schema()
+    for path in (cohort / "clinical").glob("*.json"):
+        rec = json.loads(path.read_text())
+        assert set(rec) == set(schema["numeric"]) | set(schema["categorical"]) | set(schema["labels"])
+        assert all(rec[k] in cats for k, cats in schema["categorical"].items())
+        assert all(isinstance(v, str) for v in rec.values())
+    rows = read_csv(cohort / "outcomes.csv")
+    assert [r["case_id"] for r in rows][:2] == ["3A_001", "3A_002"] and rows[-1]["case_id"].startswith("3B_")
+    oracle = json.loads((cohort / "oracle.json").read_text())
+    assert 0.5 < oracle["oracle_c_index"] <= 1.0
+
+
+def test_outcomes_are_shaped_like_the_real_cohort():
+    pts = make_patients(176, seed=0)
+    event = np.array([p.event for p in pts])
+    time = np.array([p.time_months for p in pts])
+    assert sum(p.cohort == "3A" for p in pts) == 125
+    assert event.mean() == pytest.approx(0.36, abs=0.02)
+    assert np.median(time[event]) < np.median(time[~event])  # events come early
+    assert time.min() >= 1 and time.max() <= 200
+
+
+def test_case_dir_is_a_grand_challenge_job(tmp_path):
+    case = write_case(tmp_path / "case", seed=0)
+    inputs = json.loads((case / "inputs.json").read_text())
+    slugs = {i["interface"]["slug"]: i["interface"]["relative_path"] for i in inputs}
+    assert set(slugs) == {
+        "bladder-cancer-tissue-biopsy-whole-slide-image",
+        "tissue-mask",
+        "bulk-rna-seq-bladder-cancer",
+        "chimera-clinical-data-of-bladder-cancer-recurrence",
+    }
+    assert len(list((case / slugs["bladder-cancer-tissue-biopsy-whole-slide-image"]).glob("*.tif"))) == 1
+    assert len(list((case / slugs["tissue-mask"]).glob("*.tif"))) == 1
+    clinical = json.loads((case / slugs["chimera-clinical-data-of-bladder-cancer-recurrence"]).read_text())
+    assert "progression" not in clinical  # a job carries no labels
+    size = sum(p.stat().st_size for p in case.rglob("*") if p.is_file())
+    assert size < 3 * 2**20
+
+
+def test_split_is_stratified_and_never_leaks(small):
+    _, cohort, feats, _ = small
+    data = load_cohort(cohort, feats)
+    strata = strata_of(data)
+    train, val = stratified_split(strata, val_fraction=0.15, seed=0)
+    assert not set(train) & set(val) and len(train) + len(val) == N
+    for s in set(strata):
+        n = (strata == s).sum()
+        assert (strata[val] == s).sum() == round(0.15 * n)
+    folds = stratified_folds(strata, k=3, seed=0)
+    assert sorted(np.bincount(folds)) == [8, 8, 8]
+
+
+def _train(small, out, *extra):
+    _, cohort, feats, config = small
+    return main(["train", "--cohort", str(cohort), "--features", str(feats), "--model", "ABMIL_Surv_PG",
+                 "--out", str(out), "--config", str(config), *extra])  # fmt: skip
+
+
+def test_train_evaluate_compare_end_to_end(small, tmp_path):
+    _, cohort, feats, _ = small
+    run = tmp_path / "run"
+    assert _train(small, run) == 0
+    history = read_csv(run / "history.csv")
+    metrics = json.loads((run / "metrics.json").read_text())
+    val_c = [float(h["val_c_index"]) for h in history]
+    assert metrics["best_epoch"] == 1 + int(np.argmax(val_c))  # early stopping kept the best epoch
+    assert json.loads((run / "config.json").read_text())["rna_top_genes"] == 64
+    split = json.loads((run / "split.json").read_text())
+    assert not set(split["train"]) & set(split["val"])
+    out = tmp_path / "eval"
+    args = [
+        "--bundle",
+        str(run / "bundle"),
+        "--cohort",
+        str(cohort),
+        "--features",
+        str(feats),
+        "--out",
+        str(out),
+    ]
+    assert main(["evaluate", *args, "--cases", "val", "--heatmaps", "2"]) == 0
+    for name in ("cases.csv", "metrics.json", "km_risk_quartiles.png", "c_index_per_epoch.png"):
+        assert (out / name).is_file(), name
+    assert len(list(out.glob("heatmap_*.png"))) == 2
+    rows = read_csv(out / "cases.csv")
+    assert [r["case_id"] for r in rows] == split["val"]
+    t = np.array([float(r["time_months"]) for r in rows])
+    e = np.array([r["event"] == "1" for r in rows])
+    months = np.array([float(r["predicted_months"]) for r in rows])
+    expected = concordance_index_censored(e, t, -months)[0]
+    assert json.loads((out / "metrics.json").read_text())["c_index"] == pytest.approx(expected, abs=1e-9)
+    table = tmp_path / "table.md"
+    assert main(["compare", str(run), "--out", str(table)]) == 0
+    assert "ABMIL_Surv_PG" in table.read_text()
+
+
+def test_training_is_reproducible_bit_for_bit(small, tmp_path):
+    assert _train(small, tmp_path / "a", "--seed", "5") == 0
+    assert _train(small, tmp_path / "b", "--seed", "5") == 0
+    assert (tmp_path / "a" / "history.csv").read_text().split("seconds")[0] == (
+        tmp_path / "b" / "history.csv"
+    ).read_text().split("seconds")[0]
+    wa = (tmp_path / "a" / "bundle" / "weights.safetensors").read_bytes()
+    wb = (tmp_path / "b" / "bundle" / "weights.safetensors").read_bytes()
+    assert wa == wb
+
+
+def test_cross_validation_writes_every_fold(small, tmp_path):
+    assert _train(small, tmp_path / "cv", "--folds", "3", "--max-epochs", "2") == 0
+    summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert summary["folds"] == 3 and len(summary["per_fold"]) == 3
+    assert all((tmp_path / "cv" / f"fold_{k}" / "bundle" / "manifest.json").is_file() for k in range(3))
