@@ -34,7 +34,7 @@ import survfusion
 from survfusion.calibration import RiskToTime
 from survfusion.errors import BundleError, UserError
 from survfusion.fileio import canonical_json, sha256_file, write_json
-from survfusion.models import SurvivalModel, build_model, count_parameters
+from survfusion.models import HIST_DIM, RNA_DIM, SurvivalModel, build_model, count_parameters
 from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
 
 FORMAT = "survfusion-bundle"
@@ -44,7 +44,9 @@ WEIGHTS = "weights.safetensors"
 CLINICAL = "clinical.json"
 GENES = "genes.json"
 CALIBRATION = "calibration.json"
+MEANS = "embedding_means.json"
 REQUIRED_FILES = (WEIGHTS, CLINICAL, GENES, CALIBRATION)
+MODALITIES = ("hist", "rna", "clinical")
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Bundle:
     calibration: RiskToTime
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    embedding_means: dict[str, np.ndarray] | None = None
 
     @torch.inference_mode()
     def risk(self, features, clinical, rna, mask=None) -> np.ndarray:
@@ -100,6 +103,13 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         write_json(tmp / CLINICAL, bundle.clinical.to_dict())
         write_json(tmp / GENES, bundle.rna.to_dict())
         write_json(tmp / CALIBRATION, bundle.calibration.to_dict())
+        files = list(REQUIRED_FILES)
+        if bundle.embedding_means is not None:
+            write_json(
+                tmp / MEANS,
+                {k: np.asarray(bundle.embedding_means[k], np.float64).tolist() for k in MODALITIES},
+            )
+            files.append(MEANS)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -118,7 +128,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
             "training": bundle.config,
             "metrics": bundle.metrics,
             "software": _software(),
-            "files": {name: sha256_file(tmp / name) for name in REQUIRED_FILES},
+            "files": {name: sha256_file(tmp / name) for name in files},
         }
         manifest["manifest_sha256"] = _manifest_digest(manifest)
         write_json(tmp / MANIFEST, manifest)
@@ -227,6 +237,7 @@ def load_bundle(directory: str | Path, *, device: str | torch.device = "cpu") ->
             f"the model expects rna_dim={dims['rna_dim']}"
         )
     _load_weights(model, directory / WEIGHTS)
+    means = _read_means(directory / MEANS, model) if MEANS in manifest["files"] else None
     return Bundle(
         model_name=name,
         model=model.to(device).eval(),
@@ -235,4 +246,20 @@ def load_bundle(directory: str | Path, *, device: str | torch.device = "cpu") ->
         calibration=calibration,
         config=manifest.get("training", {}),
         metrics=manifest.get("metrics", {}),
+        embedding_means=means,
     )
+
+
+def _read_means(path: Path, model: SurvivalModel) -> dict[str, np.ndarray]:
+    raw = _read_json(path)
+    expected = {"hist": HIST_DIM, "rna": RNA_DIM, "clinical": model.dims.clinical_dim}
+    try:
+        means = {k: np.asarray(raw[k], dtype=np.float32) for k in MODALITIES}
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"bundle file {path}: malformed ({err})") from None
+    for k, n in expected.items():
+        if means[k].shape != (n,) or not np.isfinite(means[k]).all():
+            raise BundleError(
+                f"bundle file {path}: '{k}' must be {n} finite numbers, got shape {means[k].shape}"
+            )
+    return means

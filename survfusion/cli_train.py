@@ -30,6 +30,16 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--heatmaps", type=int, default=3, help="attention heatmaps for this many cases")
     p.set_defaults(func=run_evaluate)
 
+    p = sub.add_parser(
+        "package", help="assemble the model directory (bundle + encoder weights) for the container"
+    )
+    p.add_argument("--run", required=True, help="a training run folder (its bundle/ is used)")
+    p.add_argument(
+        "--encoder-weights", required=True, help="the tile encoder's weights used for the features"
+    )
+    p.add_argument("--out", default="model", help="model directory (default: model/)")
+    p.set_defaults(func=run_package)
+
     p = sub.add_parser("compare", help="runs side by side (the paper's Table 2)")
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")
     p.add_argument("--out", help="also write the table as Markdown here")
@@ -71,6 +81,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.bundle, args.cohort, args.features, args.out, cases=args.cases, heatmaps=args.heatmaps
     )
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=1))
+    return 0
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from survfusion.predict import write_model_dir
+
+    out = write_model_dir(args.out, Path(args.run) / "bundle", args.encoder_weights)
+    print(f"package: {out}/bundle + {out}/encoder/{Path(args.encoder_weights).name} (checked by loading)")
     return 0
 
 

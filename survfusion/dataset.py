@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from survfusion.errors import UserError
-from survfusion.features import read_features
+from survfusion.features import REQUEST_KEYS, read_features
 from survfusion.preprocess import RnaVectorizer
 
 
@@ -31,6 +31,7 @@ class CohortData:
     clinical: list[dict]  # raw clinical JSON records
     rna_paths: list[Path]
     tile_lv0: list[int]  # tile side in level-0 pixels, from each feature file (0 if unknown)
+    feature_request: dict  # encoder, weights sha256, spacing, tile size, tissue threshold (all files agree)
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -78,12 +79,19 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
             f"features {features}: no feature file for {len(missing)} case(s), e.g. "
             f"{', '.join(missing[:3])}; run `python -m survfusion extract` first"
         )
-    bags, coords, tile_lv0 = [], [], []
+    bags, coords, tile_lv0, requests = [], [], [], {}
     for r in rows:
         f = read_features(features / f"{r['case_id']}.h5")
+        requests[r["case_id"]] = {k: f.attrs.get(k) for k in REQUEST_KEYS}
         bags.append(torch.from_numpy(f.features))
         coords.append(f.coords)
         tile_lv0.append(int(f.attrs.get("tile_lv0", f.attrs.get("coords.patch_size_level0", 0))))
+    distinct = {json.dumps(v, sort_keys=True) for v in requests.values()}
+    if len(distinct) > 1:
+        raise UserError(
+            f"features {features}: the files were made with different settings ({len(distinct)} "
+            f"kinds, e.g. {sorted(distinct)[:2]}); extract them again with one setting"
+        )
     dims = {b.shape[1] for b in bags}
     if len(dims) > 1:
         raise UserError(f"features {features}: files disagree on the feature size ({sorted(dims)})")
@@ -97,6 +105,7 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
         clinical=[_read_json(cohort / "clinical" / f"{r['case_id']}.json") for r in rows],
         rna_paths=[cohort / "rna" / f"{r['case_id']}.json" for r in rows],
         tile_lv0=tile_lv0,
+        feature_request=next(iter(requests.values())),
     )
 
 

@@ -7,6 +7,7 @@ the caller decides whether a warning goes to a log, to stderr, or fails the run 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,11 @@ def _resource(name: str):
 def reference_genes() -> list[str]:
     """The 19,359 gene symbols of the CHIMERA RNA files, in the model's (alphabetical) order."""
     return _resource("gene_order.json")
+
+
+@functools.cache
+def _reference_set() -> frozenset[str]:
+    return frozenset(reference_genes())
 
 
 def clinical_schema() -> dict:
@@ -181,10 +187,12 @@ class RnaVectorizer:
             raise UserError(f"RNA: expected a JSON object gene -> value, got {type(expression).__name__}")
         out = np.zeros(self.dim, dtype=np.float64)
         found = bad = extra = negative = 0
+        reference = _reference_set()
         for gene, value in expression.items():
             i = self._index.get(gene)
             if i is None:
-                extra += 1
+                # A gene of the CHIMERA order that this model does not use (rna_top_genes) is expected.
+                extra += gene not in reference
                 continue
             found += 1
             number = _as_number(value)
@@ -206,7 +214,7 @@ class RnaVectorizer:
         if negative:
             warnings.append(f"RNA: {negative} negative values clipped to 0 before log1p")
         if extra:
-            warnings.append(f"RNA: {extra} genes not in the model's gene order; ignored")
+            warnings.append(f"RNA: {extra} genes not in the CHIMERA gene order; ignored")
         if self.log1p:
             out = np.log1p(out)
         return Encoded(out.astype(np.float32), warnings)

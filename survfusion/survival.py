@@ -58,6 +58,8 @@ def cox_loss(
             f"risk, time, event: expected equal lengths, got {risk.shape[0]}, {time.shape[0]}, "
             f"{event.shape[0]}"
         )
+    if not bool(torch.isfinite(risk).all()):
+        raise FloatingPointError("cox_loss: the risks contain NaN or inf (the model diverged)")
     n_events = int(event.sum())
     if n_events == 0 or risk.numel() < 2:  # no term, or only log(e^r / e^r) = 0
         return (risk * 0.0).sum()

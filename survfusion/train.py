@@ -152,6 +152,23 @@ class Trainer:
             loss.backward()
             self.opt.step()
 
+    @torch.no_grad()
+    def embedding_means(self) -> dict[str, np.ndarray]:
+        """Mean of each modality's embedding over the training patients (eval mode): the stand-in
+        for a modality that is missing at inference."""
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        for s in range(0, len(self.train_idx), self.cfg.eval_batch_size):
+            idx = self.train_idx[s : s + self.cfg.eval_batch_size]
+            feats, mask = pad_bags([self.data.bags[i] for i in idx])
+            dev = self.device
+            emb = self.model.encode(
+                feats.to(dev), self.clin_x[idx].to(dev), self.rna_x[idx].to(dev), mask.to(dev)
+            )
+            for k, v in (("hist", emb.hist), ("rna", emb.rna), ("clinical", emb.clinical)):
+                sums[k] = sums.get(k, 0) + v.double().sum(0).cpu()
+        return {k: (v / len(self.train_idx)).numpy() for k, v in sums.items()}
+
     def _scores(self, idx: np.ndarray, risk: np.ndarray) -> tuple[float, float]:
         t, e = self.data.time_months[idx], self.data.event[idx]
         loss = cox_loss(torch.from_numpy(risk), torch.from_numpy(t), torch.from_numpy(e), ties=self.cfg.ties)
@@ -163,7 +180,19 @@ class Trainer:
         bar = tqdm(range(1, self.cfg.max_epochs + 1), desc=self.cfg.model, unit="epoch", disable=not progress)
         for epoch in bar:
             t0 = time.perf_counter()
-            self.train_epoch()
+            try:
+                self.train_epoch()
+            except FloatingPointError:
+                peak = float(self.rna_x.abs().max())
+                hint = (
+                    (
+                        f"; the RNA inputs reach {peak:.3g} (raw DESeq2 values, the paper's setting): "
+                        "set rna_log1p: true in --config"
+                    )
+                    if not self.cfg.rna_log1p and peak > 1e3
+                    else ""
+                )
+                raise UserError(f"training diverged in epoch {epoch}: non-finite risks{hint}") from None
             tr_loss, tr_c = self._scores(self.train_idx, self.predict(self.train_idx))
             va_loss, va_c = self._scores(self.val_idx, self.predict(self.val_idx))
             history.append(
@@ -176,16 +205,14 @@ class Trainer:
                     "seconds": time.perf_counter() - t0,
                 }
             )
-            bar.set_postfix(
-                train_c=f"{tr_c:.3f}", val_c=f"{va_c:.3f}", best=f"{max(best_c, va_c):.3f}@{best_epoch}"
-            )
             if va_c > best_c:  # strictly better: ties keep the earlier epoch
                 best_c, best_epoch, waited = va_c, epoch, 0
                 best_state = copy.deepcopy(self.model.state_dict())
             else:
                 waited += 1
-                if waited >= self.cfg.patience:
-                    break
+            bar.set_postfix(train_c=f"{tr_c:.3f}", val_c=f"{va_c:.3f}", best=f"{best_c:.3f}@{best_epoch}")
+            if waited >= self.cfg.patience:
+                break
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return history, best_epoch
@@ -256,14 +283,16 @@ def run_training(
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
+    means = trainer.embedding_means()
     bundle = Bundle(
         cfg.model,
         trainer.model.cpu(),
         trainer.clinical,
         trainer.rna,
         calibration,
-        config={**resolved, "split": split},
+        config={**resolved, "split": split, "features": data.feature_request},
         metrics=metrics,
+        embedding_means=means,
     )
     save_bundle(bundle, out / "bundle")
     return metrics

@@ -145,7 +145,7 @@ def test_rna_fixed_order_and_repairs():
     assert enc.warnings == [
         "RNA: 2 of 19359 genes missing (0.0%); filled with 0",
         "RNA: 2 of 19359 values not finite numbers (NaN, inf, text); set to 0",
-        "RNA: 1 genes not in the model's gene order; ignored",
+        "RNA: 1 genes not in the CHIMERA gene order; ignored",
     ]
     assert vec.usable_genes(expr) == 19359 - 4
 
@@ -166,3 +166,11 @@ def test_rna_log1p_option_and_round_trip():
 
 def test_rna_default_is_raw_values():
     assert RnaVectorizer(["A"]).transform({"A": 1000.0}).values[0] == 1000.0
+
+
+def test_rna_subset_model_ignores_unused_reference_genes_quietly():
+    genes = reference_genes()
+    vec = RnaVectorizer(genes[:10])
+    enc = vec.transform({g: 1.0 for g in genes} | {"NOT_A_GENE": 2.0})
+    assert enc.values.tolist() == [1.0] * 10
+    assert enc.warnings == ["RNA: 1 genes not in the CHIMERA gene order; ignored"]
