@@ -13,7 +13,8 @@ mkdir -p dist
 docker image inspect "$IMAGE:latest" >/dev/null 2>&1 || ./build.sh
 docker save "$IMAGE:latest" | gzip -c > dist/survfusion-chimera-task3.tar.gz
 (cd model && find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum) > dist/SHA256SUMS
-tar -czf dist/model.tar.gz -C model . -C "$PWD/dist" SHA256SUMS
+# Readable by the container's non-root user whatever the local permissions were.
+tar -czf dist/model.tar.gz --owner=0 --group=0 --mode='a+rX' -C model . -C "$PWD/dist" SHA256SUMS
 (cd dist && sha256sum survfusion-chimera-task3.tar.gz model.tar.gz > uploads.sha256)
 ls -l dist
 echo "export: upload dist/survfusion-chimera-task3.tar.gz as the image and dist/model.tar.gz as the model"

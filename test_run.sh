@@ -19,17 +19,26 @@ for case in test/input/*/; do
   volume="survfusion-tmp-$name-$$"
   docker volume create "$volume" >/dev/null
   start=$(date +%s)
-  if docker run --rm --platform=linux/amd64 --network none "${gpu[@]}" --shm-size=7g \
-      -v "$PWD/$case:/input:ro" -v "$out:/output" -v "$volume:/tmp" -v "$PWD/model:/opt/ml/model:ro" \
-      "$IMAGE:latest"; then
-    result="$out/likelihood-of-bladder-cancer-recurrence.json"
-    if value=$(python3 -c 'import json, math, sys; v = json.load(open(sys.argv[1])); assert isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, v; print(v)' "$result"); then
-      echo "test_run: $name -> $value months ($(( $(date +%s) - start )) s)"
-    else
-      echo "test_run: $name: no valid number in $result" >&2; failed=1
-    fi
+  rc=0
+  docker run --rm --platform=linux/amd64 --network none "${gpu[@]}" --shm-size=7g \
+    -v "$PWD/$case:/input:ro" -v "$out:/output" -v "$volume:/tmp" -v "$PWD/model:/opt/ml/model:ro" \
+    "$IMAGE:latest" || rc=$?
+  result="$out/likelihood-of-bladder-cancer-recurrence.json"
+  if value=$(python3 - "$result" <<'PY'
+import json, math, sys
+try:
+    v = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as err:
+    sys.exit(f"no readable output ({type(err).__name__})")
+if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+    sys.exit(f"output is not a finite number >= 0: {v!r}")
+print(v)
+PY
+  ) && [ "$rc" -eq 0 ]; then
+    echo "test_run: $name -> $value months ($(( $(date +%s) - start )) s)"
   else
-    echo "test_run: $name: the container failed" >&2; failed=1
+    echo "test_run: $name FAILED (container exit code $rc)" >&2
+    failed=1
   fi
   docker volume rm "$volume" >/dev/null
   rm -rf "$out"

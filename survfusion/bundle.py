@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 import survfusion
 from survfusion.calibration import RiskToTime
 from survfusion.errors import BundleError, UserError
-from survfusion.fileio import canonical_json, sha256_file, write_json
+from survfusion.fileio import canonical_json, make_shareable, sha256_file, write_json
 from survfusion.models import HIST_DIM, RNA_DIM, SurvivalModel, build_model, count_parameters
 from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
 
@@ -96,10 +96,12 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
+        make_shareable(tmp, directory=True)
         state = {
             k: v.detach().to("cpu", torch.float32).contiguous() for k, v in bundle.model.state_dict().items()
         }
         save_file(state, str(tmp / WEIGHTS), metadata={FORMAT: bundle.model_name})
+        make_shareable(tmp / WEIGHTS)
         write_json(tmp / CLINICAL, bundle.clinical.to_dict())
         write_json(tmp / GENES, bundle.rna.to_dict())
         write_json(tmp / CALIBRATION, bundle.calibration.to_dict())
@@ -154,6 +156,8 @@ def _read_json(path: Path):
         return json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise BundleError(f"bundle file {path}: missing") from None
+    except OSError as err:
+        raise BundleError(f"bundle file {path}: cannot be read ({err.strerror})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BundleError(f"bundle file {path}: not valid JSON ({err})") from None
 
@@ -185,7 +189,10 @@ def _verify_files(directory: Path, files: dict) -> None:
         path = directory / name
         if not path.is_file():
             raise BundleError(f"bundle file {path}: missing")
-        got = sha256_file(path)
+        try:
+            got = sha256_file(path)
+        except OSError as err:
+            raise BundleError(f"bundle file {path}: cannot be read ({err.strerror})") from None
         if got != expected:
             raise BundleError(
                 f"bundle file {path}: checksum mismatch (expected sha256 {expected[:16]}..., "

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from survfusion.errors import UserError
+from survfusion.fileio import make_shareable
 
 # The attributes that define what was asked for; any difference means a different feature set.
 REQUEST_KEYS = ("encoder", "weights_sha256", "target_spacing_um", "tile_px", "min_tissue")
@@ -70,6 +71,7 @@ def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.nda
             dset.attrs["patch_size"] = attrs.get("tile_px", 0)
             dset.attrs["patch_size_level0"] = attrs.get("tile_lv0", 0)
             dset.attrs["patch_level"] = attrs.get("level", 0)
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -28,6 +28,18 @@ def write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_shareable(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Give a file made by ``tempfile`` (0600/0700) the permissions an ordinary one would have
+    (0644/0755 under the usual umask): a bundle must stay readable by the container's non-root user."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
@@ -37,6 +49,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from survfusion.bundle import Bundle, load_bundle
 from survfusion.encoders import TileEncoder
 from survfusion.errors import BundleError, UserError
 from survfusion.extract import ExtractConfig, embed_slide
+from survfusion.fileio import make_shareable
 from survfusion.gcio import CaseFiles
 from survfusion.models import Embeddings
 
@@ -223,5 +224,7 @@ def write_model_dir(
     shutil.copytree(bundle_dir, out / BUNDLE_DIR)
     (out / ENCODER_DIR).mkdir(parents=True)
     shutil.copy2(encoder_weights, out / ENCODER_DIR / Path(encoder_weights).name)
+    for path in [out, *out.rglob("*")]:  # the container's non-root user must read everything
+        make_shareable(path, directory=path.is_dir())
     load_model(out, device="cpu")
     return out

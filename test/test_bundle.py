@@ -163,3 +163,11 @@ def test_saving_again_replaces_the_whole_directory(saved, small_dims):
     save_bundle(make_bundle(small_dims, seed=3), path)
     assert not (path / "stray.txt").exists()
     load_bundle(path)
+
+
+def test_bundle_is_readable_by_other_users(saved):
+    """The container runs as a non-root user: a 0700/0600 bundle would fail on grand-challenge."""
+    _, path = saved
+    assert path.stat().st_mode & 0o005 == 0o005
+    for f in path.iterdir():
+        assert f.stat().st_mode & 0o004, f.name

@@ -49,6 +49,7 @@ def model_dir(scratch):
     torch.manual_seed(0)
     weights = scratch / "vit-tiny.safetensors"
     sha = init_encoder_weights("vit-tiny", weights, seed=0)
+    weights.chmod(0o644)  # as a downloaded pytorch_model.bin would be
     genes = reference_genes()[:512]
     patients = make_patients(40, seed=5)
     rng = np.random.default_rng(0)
@@ -70,9 +71,8 @@ def model_dir(scratch):
         embedding_means={"hist": rng.normal(size=512), "rna": rng.random(128), "clinical": rng.random(27)},
     )
     save_bundle(bundle, scratch / "bundle")
-    out = write_model_dir(scratch / "model", scratch / "bundle", weights)
-    _world_readable(out)
-    return out
+    # No chmod here: the model directory must be readable by the container's user as written.
+    return write_model_dir(scratch / "model", scratch / "bundle", weights)
 
 
 def case(scratch: Path, name: str, mutate=None) -> Path:
