@@ -86,8 +86,9 @@ def find_case_files(input_dir: str | os.PathLike) -> CaseFiles:
 
 
 def format_months(months: float) -> bytes:
-    """The output file's bytes: a bare JSON number, rounded to 1e-4 months (so reruns are identical)."""
-    value = round(float(months), 4)
+    """The output file's bytes: a bare JSON number at full float precision (never rounded: the
+    challenge metric counts predicted times closer than 1e-8 as ties, so rounding would create them)."""
+    value = float(months)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"refusing to write {months!r}: the output must be a finite number >= 0")
     return (json.dumps(value) + "\n").encode()
