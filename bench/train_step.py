@@ -46,9 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
-    print(
-        f"ABMIL_Surv_PG training step, batch 2, {torch.get_num_threads()} threads; medians of {args.steps} steps (ms)"
-    )
+    threads = torch.get_num_threads()
+    print(f"ABMIL_Surv_PG training step, batch 2, {threads} threads; medians of {args.steps} steps (ms)")
     rows = {}
     for genes in (19359, 2048):
         for fused in (False, True):
@@ -56,9 +55,10 @@ def main() -> None:
     base = sum(rows[(19359, False)].values())
     for (genes, fused), r in rows.items():
         total = sum(r.values())
+        adam = "fused  " if fused else "foreach"
         print(
-            f"genes {genes:>5}  adam {'fused  ' if fused else 'foreach'}  forward {r['forward']:6.1f}  backward "
-            f"{r['backward']:6.1f}  optimiser {r['optimiser']:6.1f}  total {total:6.1f}  x{base / total:4.1f}"
+            f"genes {genes:>5}  adam {adam}  forward {r['forward']:6.1f}  backward {r['backward']:6.1f}  "
+            f"optimiser {r['optimiser']:6.1f}  total {total:6.1f}  x{base / total:4.1f}"
         )
 
 
