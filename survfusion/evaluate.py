@@ -24,7 +24,7 @@ from survfusion.fileio import write_json
 from survfusion.models import pad_bags
 from survfusion.slide import open_slide
 from survfusion.survival import concordance_bootstrap, concordance_index
-from survfusion.train import _oracle
+from survfusion.train import read_oracle
 
 
 def _case_indices(bundle, data, cases: str) -> np.ndarray:
@@ -88,7 +88,7 @@ def evaluate(bundle_dir, cohort, features, out, *, cases: str = "val", heatmaps:
         },
         "model": bundle.model_name,
     }
-    oracle = _oracle(Path(cohort), data.case_ids)
+    oracle = read_oracle(Path(cohort), data.case_ids)
     if oracle is not None and np.isfinite(oracle[idx]).all():
         metrics["oracle_c_index"] = concordance_index(t, e, oracle[idx])
     write_json(out / "metrics.json", metrics)

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +220,3 @@ def extract_slide(
     result = embed_slide(slide_path, mask_path, encoder, cfg, on_batch=on_batch)
     write_features(out_path, result.features, result.coords_lv0, result.attrs)
     return result
-
-
-def config_dict(cfg: ExtractConfig) -> dict:
-    return asdict(cfg)

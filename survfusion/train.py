@@ -218,7 +218,8 @@ class Trainer:
         return history, best_epoch
 
 
-def _oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
+def read_oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
+    """The synthetic cohort's planted log-hazard per case (oracle.csv), or None for a real cohort."""
     path = cohort / "oracle.csv"
     if not path.is_file():
         return None
@@ -271,7 +272,7 @@ def run_training(
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "rna_genes": trainer.rna.dim,
     }
-    oracle = _oracle(Path(cohort_dir), data.case_ids)
+    oracle = read_oracle(Path(cohort_dir), data.case_ids)
     if oracle is not None and np.isfinite(oracle[val_idx]).all():
         metrics["oracle_val_c_index"] = concordance_index(t_val, e_val, oracle[val_idx])
     split = {"train": [data.case_ids[i] for i in train_idx], "val": [data.case_ids[i] for i in val_idx]}
