@@ -148,19 +148,24 @@ class ClinicalEncoder:
         return Encoded(out, warnings)
 
     def to_dict(self) -> dict:
+        # Lists, not mappings: the input order is the model's contract, and JSON writers may sort keys.
         return {
-            "numeric": {k: {"mean": m, "std": s} for k, (m, s) in self.numeric.items()},
-            "categorical": self.categorical,
+            "numeric": [{"field": k, "mean": m, "std": s} for k, (m, s) in self.numeric.items()],
+            "categorical": [{"field": k, "categories": cats} for k, cats in self.categorical.items()],
+            "feature_names": self.feature_names,
             "ignored_label_fields": list(LABEL_FIELDS),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ClinicalEncoder:
         try:
-            numeric = {k: (v["mean"], v["std"]) for k, v in d["numeric"].items()}
-            return cls(numeric, d["categorical"])
+            numeric = {v["field"]: (v["mean"], v["std"]) for v in d["numeric"]}
+            encoder = cls(numeric, {v["field"]: v["categories"] for v in d["categorical"]})
         except (KeyError, TypeError, AttributeError) as err:
             raise UserError(f"clinical encoder: malformed description ({err!r})") from None
+        if "feature_names" in d and d["feature_names"] != encoder.feature_names:
+            raise UserError("clinical encoder: the stored feature order does not match its fields")
+        return encoder
 
 
 class RnaVectorizer:

@@ -171,3 +171,14 @@ def test_bundle_is_readable_by_other_users(saved):
     assert path.stat().st_mode & 0o005 == 0o005
     for f in path.iterdir():
         assert f.stat().st_mode & 0o004, f.name
+
+
+def test_round_trip_keeps_the_preprocessing_identical(saved):
+    original, path = saved
+    loaded = load_bundle(path)
+    rec = {"age": "71", "sex": "Female", "smoking": "Yes", "stage": "T1HG", "BRS": "BRS3", "LVI": "-1"}
+    np.testing.assert_array_equal(
+        loaded.clinical.transform(rec).values, original.clinical.transform(rec).values
+    )
+    expr = {g: float(i) for i, g in enumerate(original.rna.genes)}
+    np.testing.assert_array_equal(loaded.rna.transform(expr).values, original.rna.transform(expr).values)
