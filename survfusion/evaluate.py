@@ -181,40 +181,42 @@ def plot_heatmap(
 
 
 def compare_runs(runs: list[str | os.PathLike]) -> str:
-    """Markdown: one row per run, then mean ± sd per model (the paper's Table 2)."""
-    rows = []
-    for run in runs:
-        path = Path(run) / "metrics.json"
-        if path.is_file():
-            rows.append(json.loads(path.read_text()))
-    if not rows:
+    """Markdown: one row per finished run, then mean ± sd per model and gene count (the paper's Table 2)."""
+    done = [
+        (Path(r), json.loads((Path(r) / "metrics.json").read_text()))
+        for r in runs
+        if (Path(r) / "metrics.json").is_file()
+    ]
+    if not done:
         return ""
 
     def fmt(x):
         return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
     lines = [
-        "| run | model | seed | held-out C (months) | C (risk) | oracle C | best epoch | epochs | minutes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | model | genes | seed | held-out C (months) | C (risk) | oracle C | best ep. | epochs | min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run, m in zip(runs, rows, strict=False):
+    for run, m in done:
         lines.append(
-            f"| {Path(run).name} | {m['model']} | {m['seed']} | {fmt(m['val_c_index'])} | "
-            f"{fmt(m['val_c_index_risk'])} | {fmt(m.get('oracle_val_c_index'))} | {m['best_epoch']} | "
-            f"{m['epochs_run']} | {m['seconds'] / 60:.1f} |"
+            f"| {run.name} | {m['model']} | {m.get('rna_genes', '–')} | {m['seed']} | "
+            f"{fmt(m['val_c_index'])} | {fmt(m['val_c_index_risk'])} | {fmt(m.get('oracle_val_c_index'))} "
+            f"| {m['best_epoch']} | {m['epochs_run']} | {m['seconds'] / 60:.1f} |"
         )
     lines += [
         "",
-        "| model | runs | held-out C (months), mean ± sd | oracle C, mean | minutes per run |",
-        "|---|---|---|---|---|",
+        "| model | genes | runs | held-out C (months), mean ± sd | oracle C, mean | C / oracle | min/run |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for model in dict.fromkeys(m["model"] for m in rows):
-        ms = [m for m in rows if m["model"] == model]
+    for key in dict.fromkeys((m["model"], m.get("rna_genes")) for _, m in done):
+        ms = [m for _, m in done if (m["model"], m.get("rna_genes")) == key]
         c = np.array([m["val_c_index"] for m in ms])
         sd = f" ± {c.std(ddof=1):.3f}" if len(c) > 1 else ""
         oracle = [m["oracle_val_c_index"] for m in ms if "oracle_val_c_index" in m]
+        ratio = fmt(float(c.mean() / np.mean(oracle))) if len(oracle) == len(ms) else "–"
         lines.append(
-            f"| {model} | {len(ms)} | {c.mean():.3f}{sd} | {fmt(float(np.mean(oracle)) if oracle else None)} "
-            f"| {np.mean([m['seconds'] for m in ms]) / 60:.1f} |"
+            f"| {key[0]} | {key[1]} | {len(ms)} | {c.mean():.3f}{sd} | "
+            f"{fmt(float(np.mean(oracle)) if oracle else None)} | {ratio} | "
+            f"{np.mean([m['seconds'] for m in ms]) / 60:.1f} |"
         )
     return "\n".join(lines)
