@@ -194,7 +194,7 @@ def compare_runs(runs: list[str | os.PathLike]) -> str:
         return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
     lines = [
-        "| run | model | genes | seed | held-out C (months) | C (risk) | oracle C | best ep. | epochs | min |",
+        "| run | model | genes | seed | held-out C (months) | C (risk) | oracle C | best | epochs | min |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run, m in done:
