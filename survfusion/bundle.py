@@ -38,7 +38,7 @@ from survfusion.models import HIST_DIM, RNA_DIM, SurvivalModel, build_model, cou
 from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
 
 FORMAT = "survfusion-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: clinical.json stores ordered lists (1 relied on key order)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 CLINICAL = "clinical.json"
