@@ -28,6 +28,7 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--cases", choices=("train", "val", "all"), default="val")
     p.add_argument("--heatmaps", type=int, default=3, help="attention heatmaps for this many cases")
+    p.add_argument("--heatmap-cases", nargs="+", metavar="CASE_ID", help="heatmaps for these cases instead")
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser(
@@ -78,7 +79,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from survfusion.evaluate import evaluate
 
     metrics = evaluate(
-        args.bundle, args.cohort, args.features, args.out, cases=args.cases, heatmaps=args.heatmaps
+        args.bundle,
+        args.cohort,
+        args.features,
+        args.out,
+        cases=args.cases,
+        heatmaps=args.heatmaps,
+        heatmap_cases=args.heatmap_cases,
     )
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=1))
     return 0

@@ -57,7 +57,18 @@ def _risks(bundle, data, idx: np.ndarray, batch: int = 16):
     return torch.cat(risks).numpy(), attention
 
 
-def evaluate(bundle_dir, cohort, features, out, *, cases: str = "val", heatmaps: int = 3) -> dict:
+def evaluate(
+    bundle_dir,
+    cohort,
+    features,
+    out,
+    *,
+    cases: str = "val",
+    heatmaps: int = 3,
+    heatmap_cases: list[str] | None = None,
+) -> dict:
+    """Score ``bundle_dir`` on ``cases`` of the cohort; heatmaps for ``heatmap_cases`` (case ids) or,
+    by default, the ``heatmaps`` cases of highest and lowest risk."""
     bundle = load_bundle(bundle_dir)
     data = load_cohort(cohort, features)
     idx = _case_indices(bundle, data, cases)
@@ -98,6 +109,12 @@ def evaluate(bundle_dir, cohort, features, out, *, cases: str = "val", heatmaps:
         plot_history(history, out / "c_index_per_epoch.png")
     order = np.argsort(-risk)
     chosen = sorted(set(order[: (heatmaps + 1) // 2].tolist() + order[::-1][: heatmaps // 2].tolist()))
+    if heatmap_cases:
+        position = {data.case_ids[i]: k for k, i in enumerate(idx)}
+        unknown = [c for c in heatmap_cases if c not in position]
+        if unknown:
+            raise UserError(f"evaluate: --heatmap-cases not among the {cases} cases: {', '.join(unknown)}")
+        chosen = [position[c] for c in heatmap_cases]
     for k in chosen:
         slide = Path(cohort) / "slides" / f"{data.case_ids[idx[k]]}.tif"
         if slide.is_file() and len(attention[k]):

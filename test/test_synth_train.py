@@ -147,6 +147,10 @@ def test_train_evaluate_compare_end_to_end(small, tmp_path):
     months = np.array([float(r["predicted_months"]) for r in rows])
     expected = concordance_index_censored(e, t, -months)[0]
     assert json.loads((out / "metrics.json").read_text())["c_index"] == pytest.approx(expected, abs=1e-9)
+    chosen = split["val"][:1]
+    assert main(["evaluate", *args[:-1], str(tmp_path / "eval2"), "--heatmap-cases", *chosen]) == 0
+    assert [p.name for p in (tmp_path / "eval2").glob("heatmap_*.png")] == [f"heatmap_{chosen[0]}.png"]
+    assert main(["evaluate", *args[:-1], str(tmp_path / "eval3"), "--heatmap-cases", "NOPE"]) == 2
     table = tmp_path / "table.md"
     assert main(["compare", str(run), "--out", str(table)]) == 0
     assert "ABMIL_Surv_PG" in table.read_text()
