@@ -125,10 +125,14 @@ class Trainer:
         )
         self.rng = np.random.default_rng(cfg.seed)
 
-    def _forward(self, idx: np.ndarray) -> torch.Tensor:
+    def _inputs(self, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The model's inputs for patients ``idx`` on the device: features, clinical, rna, mask."""
         feats, mask = pad_bags([self.data.bags[i] for i in idx])
         dev = self.device
-        return self.model(feats.to(dev), self.clin_x[idx].to(dev), self.rna_x[idx].to(dev), mask.to(dev))
+        return feats.to(dev), self.clin_x[idx].to(dev), self.rna_x[idx].to(dev), mask.to(dev)
+
+    def _forward(self, idx: np.ndarray) -> torch.Tensor:
+        return self.model(*self._inputs(idx))
 
     @torch.no_grad()
     def predict(self, idx: np.ndarray) -> np.ndarray:
@@ -159,12 +163,7 @@ class Trainer:
         self.model.eval()
         sums: dict[str, torch.Tensor] = {}
         for s in range(0, len(self.train_idx), self.cfg.eval_batch_size):
-            idx = self.train_idx[s : s + self.cfg.eval_batch_size]
-            feats, mask = pad_bags([self.data.bags[i] for i in idx])
-            dev = self.device
-            emb = self.model.encode(
-                feats.to(dev), self.clin_x[idx].to(dev), self.rna_x[idx].to(dev), mask.to(dev)
-            )
+            emb = self.model.encode(*self._inputs(self.train_idx[s : s + self.cfg.eval_batch_size]))
             for k, v in (("hist", emb.hist), ("rna", emb.rna), ("clinical", emb.clinical)):
                 sums[k] = sums.get(k, 0) + v.double().sum(0).cpu()
         return {k: (v / len(self.train_idx)).numpy() for k, v in sums.items()}
