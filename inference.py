@@ -1,13 +1,20 @@
 """grand-challenge entry point for CHIMERA Task 3: one case in, predicted months to recurrence out.
 
     python inference.py [--input /input] [--output /output] [--model /opt/ml/model]
-                        [--resources /opt/app/resources] [--device auto] [--strict]
+                        [--resources /opt/app/resources] [--device auto] [--precision auto] [--strict]
 
 A thin shell over ``survfusion.predict``: it finds the inputs, loads the model directory, logs one line
 per stage to stdout and warnings to stderr, and writes ``likelihood-of-bladder-cancer-recurrence.json``
-(a bare number of months). Exit code 0 means the output file holds a finite number >= 0; otherwise one
-line on stderr says why (no traceback). Paths default to the environment variables SURVFUSION_INPUT,
-SURVFUSION_OUTPUT, SURVFUSION_MODEL, SURVFUSION_RESOURCES, then to the grand-challenge paths.
+(a bare number of months). Exit code 0 means the output file holds a finite number >= 0. Otherwise
+the last line on stderr is ``[survfusion] error: ...``: one line alone for a problem of the input or
+the model directory (``UserError``) and for a device fault we foresaw (``ComputeError``: CUDA out of
+memory on one tile, a GPU torch cannot use); an unforeseen exception (a CUDA error, a bug) prints its
+traceback above that line, so a failed job can be debugged from its log. Paths default to the
+environment variables SURVFUSION_INPUT, SURVFUSION_OUTPUT, SURVFUSION_MODEL, SURVFUSION_RESOURCES, then
+to the grand-challenge paths; SURVFUSION_DEVICE and SURVFUSION_PRECISION set the other two.
+
+Only what one case needs is imported (torch, timm, numpy, scipy's small parts, tifffile): no scikit-survival,
+lifelines, scikit-learn, pandas or matplotlib (``test_inference.py`` checks it).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,7 +33,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", default=env("SURVFUSION_OUTPUT", "/output"))
     p.add_argument("--model", default=env("SURVFUSION_MODEL", "/opt/ml/model"))
     p.add_argument("--resources", default=env("SURVFUSION_RESOURCES", "/opt/app/resources"))
-    p.add_argument("--device", default=env("SURVFUSION_DEVICE", "auto"))
+    p.add_argument("--device", default=env("SURVFUSION_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
+    p.add_argument(
+        "--precision",
+        default=env("SURVFUSION_PRECISION", "auto"),
+        help="auto (fp16 below compute capability 8.0, bf16 from 8.0, fp32 on CPU), fp32, fp16, bf16",
+    )
     p.add_argument("--strict", action="store_true", help="fail instead of falling back on any input problem")
     return p.parse_args(argv)
 
@@ -46,30 +59,40 @@ def main(argv=None) -> int:
     try:
         import torch
 
-        from survfusion.errors import UserError
+        from survfusion.encoders import describe_device
+        from survfusion.errors import ComputeError, UserError
         from survfusion.gcio import find_case_files, write_output
-        from survfusion.predict import load_model, predict_case
-
+        from survfusion.modeldir import load_model
+        from survfusion.predict import predict_case
+    except Exception:  # a broken image: say so with the traceback
+        return _fail("internal: cannot import the package", trace=True)
+    try:
         torch.use_deterministic_algorithms(True, warn_only=True)
         log(f"start    input={args.input} output={args.output} model={args.model}")
         files = find_case_files(args.input)
         for note in files.notes:
             warn(note)
         t_load = time.perf_counter()
-        model = load_model(args.model, device=args.device)
-        name = f"{model.bundle.model_name} + {model.encoder.name}"
-        log(f"load     {time.perf_counter() - t_load:7.2f} s  {name} on {model.encoder.device}")
+        model = load_model(args.model, device=args.device, precision=args.precision)
+        name = f"{model.bundle.model_name} + {model.encoder.name} ({model.encoder.precision})"
+        where = describe_device(model.encoder.device)
+        log(f"load     {time.perf_counter() - t_load:7.2f} s  {name} on {where}")
         prediction = predict_case(files, model, strict=args.strict, log=log, warn=warn)
         path = write_output(args.output, prediction.months)
         log(f"done     {time.perf_counter() - t0:7.2f} s  {prediction.months:.4f} months -> {path}")
         return 0
-    except UserError as err:
-        print(f"[survfusion] error: {err}", file=sys.stderr, flush=True)
-        return 1
-    except Exception as err:  # an unforeseen failure still ends in one line, not a traceback
+    except (UserError, ComputeError) as err:  # foreseen: the message is the whole story
+        return _fail(str(err))
+    except Exception as err:  # unforeseen (a CUDA error, a bug): the traceback, then the one line
         first = str(err).splitlines()[0] if str(err) else ""
-        print(f"[survfusion] error: internal {type(err).__name__}: {first}", file=sys.stderr, flush=True)
-        return 1
+        return _fail(f"internal {type(err).__name__}: {first}", trace=True)
+
+
+def _fail(message: str, *, trace: bool = False) -> int:
+    if trace:
+        traceback.print_exc(file=sys.stderr)
+    print(f"[survfusion] error: {message}", file=sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -44,10 +44,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 from survfusion.errors import UserError
-from survfusion.survival import kaplan_meier
 
 MODES = ("monotone", "paper")
 
@@ -88,6 +86,8 @@ class RiskToTime:
             raise UserError("calibration: training risks and times must be finite")
         if not event.any():
             raise UserError("calibration: the training set has no event; the KM curve never falls")
+        from survfusion.survival import kaplan_meier  # lifelines: fitting only, never at inference
+
         km = kaplan_meier(time_months, event)
         risk_knots, cdf_knots = _cdf_knots(risk)
         fail_knots, time_knots = _km_corners(km)
@@ -153,9 +153,13 @@ class RiskToTime:
 
 
 def _cdf_knots(risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct sorted risks and their mid-rank plotting positions ``c_j`` in (0, 1)."""
-    x, first = np.unique(risk, return_index=True)
-    return x, rankdata(risk, method="average")[first] / (risk.size + 1.0)
+    """Distinct sorted risks and their mid-rank plotting positions ``c_j`` in (0, 1).
+
+    A value held by ``k_j`` of the risks, after ``m_j`` smaller ones, has the mid-rank
+    ``m_j + (k_j + 1) / 2`` (``scipy.stats.rankdata(method="average")``; the test compares)."""
+    x, counts = np.unique(risk, return_counts=True)
+    mid_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    return x, mid_rank / (risk.size + 1.0)
 
 
 def _km_corners(km) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,8 @@ from survfusion.errors import UserError
 
 
 def add_extract_parser(sub) -> None:
+    from survfusion.request import ExtractConfig  # the defaults live there, once
+
     p = sub.add_parser("extract", help="tile slides inside their tissue masks and embed the tiles")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--slide", help="one slide (its case id is the file name without extension)")
@@ -28,12 +30,28 @@ def add_extract_parser(sub) -> None:
     p.add_argument(
         "--precision", default="auto", help="auto (fp16 on T4, bf16 on Ampere+, fp32 on CPU), fp32, ..."
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--target-spacing", type=float, default=1.0, help="µm/px of the tiles (1.0 = 10x)")
-    p.add_argument("--tile-px", type=int, default=224)
-    p.add_argument("--min-tissue", type=float, default=0.25, help="minimum tissue fraction of a kept tile")
+    p.add_argument(
+        "--cast-weights", action="store_true", help="hold the weights in fp16/bf16 instead of autocast"
+    )
+    d = ExtractConfig()
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument(
+        "--target-spacing", type=float, default=d.target_spacing_um, help="µm/px of the tiles (1.0 = 10x)"
+    )
+    p.add_argument("--tile-px", type=int, default=d.tile_px)
+    p.add_argument(
+        "--min-tissue", type=float, default=d.min_tissue, help="minimum tissue fraction of a kept tile"
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=d.tolerance, help="a level this close to the spacing is read as is"
+    )
     p.add_argument("--spacing-um", type=float, help="override the slides' level-0 spacing")
-    p.add_argument("--threads", type=int, default=4, help="tile-decoding threads")
+    p.add_argument(
+        "--max-tiles",
+        type=int,
+        help="keep a spatially uniform subset of at most N tiles per slide (time limits)",
+    )
+    p.add_argument("--threads", type=int, default=d.read_threads, help="tile-decoding threads")
     p.add_argument("--shard", default="0/1", help="process shard i of n (0-based), e.g. 2/8")
     p.set_defaults(func=run_extract)
 
@@ -70,20 +88,29 @@ def _jobs(args: argparse.Namespace):
 
 def run_extract(args: argparse.Namespace) -> int:
     from survfusion.encoders import TileEncoder
-    from survfusion.extract import ExtractConfig, extract_slide, request_attrs
+    from survfusion.extract import extract_slide, feature_request
     from survfusion.features import cache_matches
+    from survfusion.request import ExtractConfig
 
     jobs = _jobs(args)
-    encoder = TileEncoder(args.encoder, args.weights, device=args.device, precision=args.precision)
+    encoder = TileEncoder(
+        args.encoder,
+        args.weights,
+        device=args.device,
+        precision=args.precision,
+        cast_weights=args.cast_weights,
+    )
     cfg = ExtractConfig(
         target_spacing_um=args.target_spacing,
         tile_px=args.tile_px,
         min_tissue=args.min_tissue,
+        tolerance=args.tolerance,
+        spacing_override_um=args.spacing_um,
+        max_tiles=args.max_tiles,
         batch_size=args.batch_size,
         read_threads=args.threads,
-        spacing_um=args.spacing_um,
     )
-    request = request_attrs(encoder, cfg)
+    request = feature_request(encoder, cfg)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(
@@ -109,7 +136,7 @@ def run_extract(args: argparse.Namespace) -> int:
                 tqdm.write(f"warning: {job.case_id}: {warning}", file=sys.stderr)
             written += 1
             tiles += len(result.features)
-        except (UserError, OSError, ValueError, RuntimeError) as err:
+        except (UserError, OSError) as err:  # the slide's fault; device faults and bugs stop the run
             failed.append((job.case_id, f"{type(err).__name__}: {err}"))
             tqdm.write(f"FAILED {job.case_id}: {err}", file=sys.stderr)
     elapsed = time.perf_counter() - t0

@@ -94,10 +94,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_package(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from survfusion.predict import write_model_dir
+    from survfusion.modeldir import write_model_dir
 
     out = write_model_dir(args.out, Path(args.run) / "bundle", args.encoder_weights)
-    print(f"package: {out}/bundle + {out}/encoder/{Path(args.encoder_weights).name} (checked by loading)")
+    print(
+        f"package: {out}/bundle + {out}/encoder/ ({Path(args.encoder_weights).name} as safetensors; "
+        "checked by loading)"
+    )
     return 0
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from survfusion.errors import UserError
-from survfusion.features import REQUEST_KEYS, read_features
+from survfusion.features import read_features
 from survfusion.preprocess import RnaVectorizer
+from survfusion.request import FeatureRequest
 
 
 @dataclass
@@ -31,7 +32,7 @@ class CohortData:
     clinical: list[dict]  # raw clinical JSON records
     rna_paths: list[Path]
     tile_lv0: list[int]  # tile side in level-0 pixels, from each feature file (0 if unknown)
-    feature_request: dict  # encoder, weights sha256, spacing, tile size, tissue threshold (all files agree)
+    feature_request: FeatureRequest | None  # what every feature file was made with; None: another tool's
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -82,11 +83,11 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
     bags, coords, tile_lv0, requests = [], [], [], {}
     for r in rows:
         f = read_features(features / f"{r['case_id']}.h5")
-        requests[r["case_id"]] = {k: f.attrs.get(k) for k in REQUEST_KEYS}
+        requests[r["case_id"]] = FeatureRequest.from_attrs(f.attrs)
         bags.append(torch.from_numpy(f.features))
         coords.append(f.coords)
         tile_lv0.append(int(f.attrs.get("tile_lv0", f.attrs.get("coords.patch_size_level0", 0))))
-    distinct = {json.dumps(v, sort_keys=True) for v in requests.values()}
+    distinct = {json.dumps(v and v.to_dict(), sort_keys=True) for v in requests.values()}
     if len(distinct) > 1:
         raise UserError(
             f"features {features}: the files were made with different settings ({len(distinct)} "

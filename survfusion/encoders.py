@@ -7,13 +7,22 @@ model input), scaled and normalised on the device.
 
 Weights are never downloaded: ``uni`` needs the user's ``pytorch_model.bin`` (or a .safetensors);
 ``vit-tiny`` gets its weights from ``python -m survfusion init-encoder``. Both go through the same
-strict loader: safetensors, or ``torch.load(weights_only=True)``; ``strict=True``.
+strict loader: safetensors, or ``torch.load(weights_only=True)``; ``strict=True``. The architecture is
+built on the ``meta`` device and the loaded tensors are assigned to it: no random initialisation
+(seconds for ViT-L) and no second copy of the weights in memory.
+
+Faults (``survfusion.errors``): CUDA out of memory halves the batch and retries, down to one tile,
+and keeps the size that worked; non-finite fp16/bf16 embeddings are recomputed in fp32. Whatever
+still fails is a ``ComputeError``, never an input problem.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from survfusion.errors import UserError
+from survfusion.errors import ComputeError, UserError
 from survfusion.fileio import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,11 +41,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """How to build an encoder's architecture with timm (no pretrained download, ever)."""
+    """An encoder's architecture: our ``VisionTransformer`` arguments, and the timm model it equals
+    (used for the random weights of ``init-encoder`` and, in the tests, as the reference)."""
 
     name: str
     timm_name: str
     timm_kwargs: dict = field(default_factory=dict)
+    vit_kwargs: dict = field(default_factory=dict)
     embed_dim: int = 1024
     input_px: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -50,6 +61,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         "uni",
         "vit_large_patch16_224",
         {"img_size": 224, "patch_size": 16, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": True},
+        {"img_size": 224, "patch_size": 16, "dim": 1024, "depth": 24, "heads": 16, "init_values": 1e-5},
         embed_dim=1024,
         flops_per_tile=123e9,
     ),
@@ -58,6 +70,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         "vit-tiny",
         "vit_tiny_patch16_224",
         {"img_size": 224, "patch_size": 16, "depth": 4, "num_classes": 0, "dynamic_img_size": True},
+        {"img_size": 224, "patch_size": 16, "dim": 192, "depth": 4, "heads": 3},
         embed_dim=192,
         flops_per_tile=1.5e9,
     ),
@@ -71,7 +84,15 @@ def encoder_spec(name: str) -> EncoderSpec:
 
 
 def build_architecture(name: str) -> nn.Module:
-    """The encoder's network with random weights (timm, ``pretrained=False``)."""
+    """The encoder's network (``survfusion.vit``, timm's parameter names), randomly initialised by
+    torch's defaults; under ``with torch.device("meta")`` it has shapes only (nothing allocated)."""
+    from survfusion.vit import VisionTransformer
+
+    return VisionTransformer(**encoder_spec(name).vit_kwargs)
+
+
+def build_timm_reference(name: str) -> nn.Module:
+    """The same network from timm (``pretrained=False``: random weights, never a download)."""
     import timm
 
     spec = encoder_spec(name)
@@ -92,8 +113,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"encoder weights {path}: no such file")
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))  # memory-mapped: pages are read as the tensors are used
+        state = _torch_load(path)
     except (SafetensorError, RuntimeError, OSError, ValueError, pickle.UnpicklingError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"encoder weights {path}: cannot be loaded safely ({msg})") from None
@@ -104,11 +125,19 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights_strict(model: nn.Module, path: str | os.PathLike, name: str) -> str:
-    """Load ``path`` into ``model`` with ``strict=True``; returns the file's sha256.
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)``, memory-mapped when the file is in the zip format."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):  # only the legacy (non-zip) format cannot be mapped
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
-    A mismatch raises one line naming the missing and unexpected keys (the first few of each)."""
-    state = map_state_dict(read_weights(path))
+
+def check_fit(model: nn.Module, state: dict[str, torch.Tensor], path, name: str) -> None:
+    """Raise one line naming the missing, unexpected and wrongly shaped keys (the first few of each)
+    unless ``state`` fits ``model`` exactly."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -126,14 +155,30 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, name: str) ->
             f"encoder weights {path} do not fit {name!r}: missing keys: {few(missing)}; "
             f"unexpected keys: {few(unexpected)}; wrong shapes: {few(shapes)}"
         )
-    model.load_state_dict(state, strict=True)
-    return sha256_file(path)
+
+
+def load_weights_strict(model: nn.Module, path: str | os.PathLike, name: str) -> None:
+    """Load ``path`` into ``model`` with ``strict=True`` (``check_fit`` first, for a readable error).
+
+    ``model`` may live on the ``meta`` device: the loaded tensors are then assigned to it (cast to the
+    model's dtypes), so the weights exist once."""
+    state = map_state_dict(read_weights(path))
+    check_fit(model, state, path, name)
+    expected = model.state_dict()
+    on_meta = any(t.is_meta for t in expected.values())
+    if on_meta:
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=on_meta)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a non-persistent buffer is not in any checkpoint: the architecture needs a real init
+        raise RuntimeError(f"encoder {name!r}: tensors left uninitialised on the meta device: {left[:3]}")
 
 
 def init_encoder_weights(name: str, out: str | os.PathLike, *, seed: int = 0) -> str:
-    """Create random weights for ``name`` (deterministic in ``seed``) as safetensors; returns sha256."""
+    """Create random weights for ``name`` (deterministic in ``seed``; timm's initialisation) as
+    safetensors; returns sha256."""
     torch.manual_seed(seed)
-    model = build_architecture(name)
+    model = build_timm_reference(name)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     # One metadata key: safetensors orders several keys at random, and the file's sha256 must not vary.
@@ -141,18 +186,90 @@ def init_encoder_weights(name: str, out: str | os.PathLike, *, seed: int = 0) ->
     return sha256_file(out)
 
 
+def convert_to_safetensors(name: str, src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Write the weights of ``src`` (any format ``read_weights`` takes) as safetensors at ``dst``, after
+    checking that they fit ``name`` strictly; keys in timm's naming, tensors as stored. Returns the
+    sha256 of ``dst``. Done once by ``package``, so the container never unpickles anything."""
+    state = {k: v.contiguous() for k, v in map_state_dict(read_weights(src)).items()}
+    with torch.device("meta"):
+        check_fit(build_architecture(name), state, src, name)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dst), metadata={"survfusion": f"encoder={name}"})
+    return sha256_file(dst)
+
+
+def nvidia_device_visible() -> bool:
+    """Whether this process was given an NVIDIA GPU: a device node, or NVIDIA_VISIBLE_DEVICES naming
+    one (the NVIDIA container runtime's variable; ``void``/``none`` mean no GPU)."""
+    visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "").strip().lower()
+    if visible not in ("", "void", "none"):
+        return True
+    return any(re.fullmatch(r"nvidia\d+", p.name) for p in Path("/dev").glob("nvidia*"))
+
+
+def nvidia_driver_version() -> str | None:
+    """The host's NVIDIA driver version (from the kernel module, else nvidia-smi), or None."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+        match = re.search(r"Kernel Module(?: for \S+)?\s+([0-9]+(?:\.[0-9]+)+)", text)
+        if match:
+            return match.group(1)
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def describe_device(device: torch.device) -> str:
+    """One line for the log: the GPU's name and capability, torch's CUDA version, the driver's."""
+    if device.type != "cuda":
+        return f"{device} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    major, minor = torch.cuda.get_device_capability(device)
+    return (
+        f"{torch.cuda.get_device_name(device)} (sm_{major}{minor}), torch {torch.__version__} with CUDA "
+        f"{torch.version.cuda}, driver {nvidia_driver_version() or 'unknown'}"
+    )
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: the GPU when torch can use one, else the CPU -- unless a GPU was given to this process
+    that torch cannot initialise (say, a host driver older than torch's CUDA needs): UNI on a few CPU
+    cores would take hours, so that is a ``ComputeError``, not a quiet CPU run. ``cpu`` is explicit."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if nvidia_device_visible():
+            raise ComputeError(
+                f"an NVIDIA GPU is visible but torch {torch.__version__} (CUDA {torch.version.cuda}) cannot "
+                f"use it (driver {nvidia_driver_version() or 'unknown'}): the host driver may be too old "
+                "for this CUDA; refusing to run UNI on the CPU (use --device cpu to insist)"
+            )
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available")
+        raise ComputeError(
+            f"device {device!r} requested but torch {torch.__version__} (CUDA {torch.version.cuda}) "
+            f"cannot use a GPU here (driver {nvidia_driver_version() or 'none found'})"
+        )
     return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: fp16 on pre-Ampere GPUs (T4: no bf16), bf16 on Ampere and newer, fp32 on CPU.
-    Returns the autocast dtype, or None for plain fp32."""
+    """``auto``: fp16 below compute capability 8.0 (a T4 reports bf16 as supported but emulates it:
+    fp16 is its only fast path), bf16 from 8.0 (Ampere and newer), fp32 on the CPU.
+    Returns the compute dtype, or None for plain fp32."""
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise UserError(f"precision: expected auto, fp32, fp16 or bf16, got {precision!r}")
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
@@ -163,8 +280,22 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
+DTYPE_NAMES = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
 class TileEncoder:
-    """An encoder ready to embed uint8 tiles on its device."""
+    """An encoder ready to embed uint8 tiles on its device.
+
+    ``weights_sha256`` identifies the weights as feature files record them: the sha256 of ``weights``,
+    or ``source_sha256`` when ``weights`` is a conversion of another file (``package`` turns UNI's
+    ``pytorch_model.bin`` into safetensors). ``file_sha256`` is always that of ``weights`` itself; it is
+    computed in a background thread while the model is built and moved to the device.
+
+    ``cast_weights``: hold the weights in the compute dtype (fp16/bf16) instead of fp32 under autocast.
+    LayerNorm and the attention softmax still accumulate in fp32 inside PyTorch's fp16/bf16 kernels.
+    Off by default: ``bench/encoder.py`` measures both, and autocast keeps fp32 weights for the fp32
+    recompute of non-finite tiles.
+    """
 
     def __init__(
         self,
@@ -173,21 +304,40 @@ class TileEncoder:
         *,
         device: str = "auto",
         precision: str = "auto",
+        cast_weights: bool = False,
+        source_sha256: str | None = None,
     ) -> None:
         self.spec = encoder_spec(name)
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(precision, self.device)
-        model = build_architecture(name)
         self.weights_path = Path(weights)
-        self.weights_sha256 = load_weights_strict(model, weights, name)
-        self.model = model.to(self.device).eval()
+        with torch.device("meta"):
+            model = build_architecture(name)
+        load_weights_strict(model, weights, name)
+        hasher = ThreadPoolExecutor(max_workers=1)
+        self._file_sha256 = hasher.submit(sha256_file, self.weights_path)
+        hasher.shutdown(wait=False)
+        self._source_sha256 = source_sha256
+        self.cast_weights = bool(cast_weights and self.autocast_dtype is not None)
+        model = model.to(self.device, dtype=self.autocast_dtype if self.cast_weights else None)
+        self.model = model.eval()
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
+        self.max_batch: int | None = None  # set by the first CUDA out-of-memory error
+        self._events: dict[str, int] = {}
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def file_sha256(self) -> str:
+        return self._file_sha256.result()
+
+    @property
+    def weights_sha256(self) -> str:
+        return self._source_sha256 or self.file_sha256
 
     @property
     def embed_dim(self) -> int:
@@ -195,7 +345,11 @@ class TileEncoder:
 
     @property
     def precision(self) -> str:
-        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.autocast_dtype]
+        return DTYPE_NAMES[self.autocast_dtype]
+
+    @property
+    def weights_dtype(self) -> str:
+        return self.precision if self.cast_weights else "fp32"
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, H, W, 3)`` -> normalised float ``(B, 3, input_px, input_px)`` on the device."""
@@ -204,14 +358,79 @@ class TileEncoder:
             x = F.interpolate(x, size=(self.spec.input_px, self.spec.input_px), mode="area")
         return (x - self._mean) / self._std
 
+    def _forward(self, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        """The model at ``dtype`` (None: fp32), float32 out, on the device."""
+        if self.cast_weights:
+            if dtype is None:  # fp32 recompute: lossless round trip of the fp16/bf16 weights
+                try:
+                    return self.model.float()(x).float()
+                finally:
+                    self.model.to(self.autocast_dtype)
+            return self.model(x.to(dtype)).float()
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return self.model(x).float()
+
+    def _embed_chunk(self, tiles: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(tiles)
+        out = self._forward(x, self.autocast_dtype)
+        bad = ~torch.isfinite(out).all(dim=1)
+        if bool(bad.any()):
+            if self.autocast_dtype is None:
+                raise ComputeError(
+                    f"encoder {self.name}: non-finite embeddings in fp32 for {int(bad.sum())} tile(s); "
+                    f"the weights {self.weights_path.name} are broken"
+                )
+            redo = self._forward(x[bad], None)
+            if not bool(torch.isfinite(redo).all()):
+                raise ComputeError(
+                    f"encoder {self.name}: non-finite embeddings even after an fp32 recompute; "
+                    f"the weights {self.weights_path.name} are broken"
+                )
+            out[bad] = redo
+            self._count("nonfinite", int(bad.sum()))
+        return out
+
     @torch.inference_mode()
     def embed(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``(B, embed_dim)`` float32 on the CPU."""
-        x = self.preprocess(tiles)
-        with torch.autocast(
-            self.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        ):
-            out = self.model(x)
-        return out.float().cpu()
+        """Embeddings ``(B, embed_dim)`` float32 on the CPU.
+
+        CUDA out of memory: the batch is split in halves and retried, down to one tile; the size that
+        worked is kept (``max_batch``) for every later call. One tile out of memory: ``ComputeError``.
+        """
+        out, start, n = [], 0, len(tiles)
+        while start < n:
+            size = min(self.max_batch or n, n - start)
+            try:
+                out.append(self._embed_chunk(tiles[start : start + size]).cpu())
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise ComputeError(
+                        f"encoder {self.name}: CUDA out of memory embedding a single tile on "
+                        f"{self.device}; the GPU is too small or shared"
+                    ) from None
+                self.max_batch = max(1, size // 2)
+                self._events.setdefault("oom_from", size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            start += size
+        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+
+    def _count(self, event: str, n: int) -> None:
+        self._events[event] = self._events.get(event, 0) + n
+
+    def take_notes(self, n_tiles: int) -> list[str]:
+        """One line per fault worked around since the last call (for the log), then forget them."""
+        notes = []
+        if "oom_from" in self._events:
+            notes.append(
+                f"encoder: CUDA out of memory at a batch of {self._events['oom_from']} tiles; "
+                f"embedding in batches of {self.max_batch} from then on"
+            )
+        if "nonfinite" in self._events:
+            notes.append(
+                f"encoder: {self._events['nonfinite']} of {n_tiles} tiles had non-finite {self.precision} "
+                "embeddings; recomputed in fp32"
+            )
+        self._events = {}
+        return notes

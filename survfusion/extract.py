@@ -26,32 +26,28 @@ import torch
 import survfusion
 from survfusion.encoders import TileEncoder
 from survfusion.features import write_features
-from survfusion.geometry import (
-    DEFAULT_TARGET_SPACING_UM,
-    DEFAULT_TILE_PX,
-    DEFAULT_TOLERANCE,
-    ReadPlan,
-    plan_read,
-    tile_grid,
-)
+from survfusion.fileio import canonical_json
+from survfusion.geometry import ReadPlan, plan_read, tile_grid, uniform_subset
+from survfusion.request import REQUEST_ATTR, ExtractConfig, FeatureRequest
 from survfusion.slide import Slide, open_slide
 from survfusion.tissue import find_tissue
 
-DEFAULT_MIN_TISSUE = 0.25
+DEFAULT_EXTRACT = ExtractConfig()
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Settings of one extraction (saved as feature-file attributes)."""
-
-    target_spacing_um: float = DEFAULT_TARGET_SPACING_UM
-    tile_px: int = DEFAULT_TILE_PX
-    min_tissue: float = DEFAULT_MIN_TISSUE  # keep tiles with at least this tissue fraction
-    tolerance: float = DEFAULT_TOLERANCE
-    batch_size: int = 64
-    read_threads: int = 4
-    prefetch: int = 2
-    spacing_um: float | None = None  # override the slide's own spacing
+def feature_request(encoder: TileEncoder, cfg: ExtractConfig) -> FeatureRequest:
+    """What features made by ``encoder`` with ``cfg`` are: the cache key and the bundle's record."""
+    return FeatureRequest(
+        encoder=encoder.name,
+        weights_sha256=encoder.weights_sha256,
+        precision=encoder.precision,
+        target_spacing_um=cfg.target_spacing_um,
+        tile_px=cfg.tile_px,
+        min_tissue=cfg.min_tissue,
+        tolerance=cfg.tolerance,
+        spacing_override_um=cfg.spacing_override_um,
+        max_tiles=cfg.max_tiles,
+    )
 
 
 @dataclass(frozen=True)
@@ -60,6 +56,7 @@ class TilePlan:
     coords_lv0: np.ndarray
     coverage: np.ndarray
     tissue_source: str
+    n_tissue: int  # tissue tiles before any max_tiles cap
     warnings: list[str] = field(default_factory=list)
 
 
@@ -82,7 +79,12 @@ def plan_tiles(slide: Slide, mask_path: str | os.PathLike | None, cfg: ExtractCo
             f"slide {slide.path}: no tissue tile (of {len(grid)} grid tiles, none has "
             f">= {cfg.min_tissue:.0%} tissue by the {tissue.source}); 0 tiles",
         ]
-    return TilePlan(read, grid[keep], coverage[keep], tissue.source, warnings)
+    coords, coverage = grid[keep], coverage[keep]
+    n_tissue = len(coords)
+    if cfg.max_tiles is not None and n_tissue > cfg.max_tiles:
+        chosen = uniform_subset(xy_lv0=coords, tile_lv0=read.tile_lv0, max_tiles=cfg.max_tiles)
+        coords, coverage = coords[chosen], coverage[chosen]
+    return TilePlan(read, coords, coverage, tissue.source, n_tissue, warnings)
 
 
 class BatchReader:
@@ -141,21 +143,23 @@ class SlideFeatures:
     features: np.ndarray
     coords_lv0: np.ndarray
     attrs: dict
-    warnings: list[str]
+    warnings: list[str]  # problems of the input (mask, tissue): a fallback, --strict fails on them
     seconds: dict
+    notes: list[str] = field(default_factory=list)  # faults of the device worked around (log only)
 
 
 def embed_slide(
     slide_path: str | os.PathLike,
     mask_path: str | os.PathLike | None,
     encoder: TileEncoder,
-    cfg: ExtractConfig = ExtractConfig(),
+    cfg: ExtractConfig = DEFAULT_EXTRACT,
     *,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> SlideFeatures:
     """Tile and embed one slide. ``on_batch(n_done, n_total)`` is called after each batch (progress)."""
     t0 = time.perf_counter()
-    with open_slide(slide_path, spacing_um=cfg.spacing_um, threads=cfg.read_threads) as slide:
+    encoder.take_notes(0)  # forget faults of an earlier slide that failed
+    with open_slide(slide_path, spacing_um=cfg.spacing_override_um, threads=cfg.read_threads) as slide:
         t_open = time.perf_counter()
         plan = plan_tiles(slide, mask_path, cfg)
         t_plan = time.perf_counter()
@@ -172,10 +176,13 @@ def embed_slide(
         w0, h0 = slide.dimensions
         slide_spacing = slide.spacing_um
     t_end = time.perf_counter()
+    request = feature_request(encoder, cfg)
     attrs = {
+        REQUEST_ATTR: canonical_json(request.to_dict()).decode(),
         "encoder": encoder.name,
         "weights_sha256": encoder.weights_sha256,
         "precision": encoder.precision,
+        "weights_dtype": encoder.weights_dtype,
         "target_spacing_um": cfg.target_spacing_um,
         "spacing_um": plan.read.spacing_um,
         "tile_px": cfg.tile_px,
@@ -188,23 +195,15 @@ def embed_slide(
         "slide_height_lv0": h0,
         "slide_spacing_um": slide_spacing,
         "min_tissue": cfg.min_tissue,
+        "max_tiles": cfg.max_tiles,
+        "tissue_tiles": plan.n_tissue,
         "tissue_source": plan.tissue_source,
         "slide_name": Path(slide_path).name,
         "survfusion_version": survfusion.__version__,
     }
     seconds = {"open": t_open - t0, "tissue": t_plan - t_open, "embed": t_end - t_plan}
-    return SlideFeatures(features, plan.coords_lv0, attrs, plan.warnings, seconds)
-
-
-def request_attrs(encoder: TileEncoder, cfg: ExtractConfig) -> dict:
-    """The attributes a cached feature file must match (``features.REQUEST_KEYS``)."""
-    return {
-        "encoder": encoder.name,
-        "weights_sha256": encoder.weights_sha256,
-        "target_spacing_um": cfg.target_spacing_um,
-        "tile_px": cfg.tile_px,
-        "min_tissue": cfg.min_tissue,
-    }
+    notes = encoder.take_notes(len(features))
+    return SlideFeatures(features, plan.coords_lv0, attrs, plan.warnings, seconds, notes)
 
 
 def extract_slide(
@@ -212,7 +211,7 @@ def extract_slide(
     mask_path,
     out_path,
     encoder: TileEncoder,
-    cfg: ExtractConfig = ExtractConfig(),
+    cfg: ExtractConfig = DEFAULT_EXTRACT,
     *,
     on_batch=None,
 ) -> SlideFeatures:

@@ -5,8 +5,11 @@ each tile's top-left corner. File attributes record the encoder and its weights'
 spacing, tile sizes, level read, slide size, tissue threshold and package version. Readers also take
 files written by CLAM or TRIDENT (``features`` possibly ``(1, N, D)``, attributes on ``coords``).
 
-A cached file is reused only when its request attributes (``REQUEST_KEYS``) equal the new request;
-otherwise it is refused with the differences named.
+What a feature set *is* (every setting that changes its numbers) is one typed ``FeatureRequest``,
+stored in each file as the JSON attribute ``feature_request``. The same object is the cache check,
+what the dataset requires all files to share, what a bundle records, and what inference rebuilds its
+extraction from. A cached file is reused only when its request equals the new one; otherwise it is
+refused with the differences named.
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ import numpy as np
 
 from survfusion.errors import UserError
 from survfusion.fileio import make_shareable
-
-# The attributes that define what was asked for; any difference means a different feature set.
-REQUEST_KEYS = ("encoder", "weights_sha256", "target_spacing_um", "tile_px", "min_tissue")
+from survfusion.request import FeatureRequest
 
 
 class FeatureCacheMismatch(UserError):
@@ -66,7 +67,8 @@ def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.nda
             f.create_dataset("features", data=features)
             dset = f.create_dataset("coords", data=coords)
             for key, value in attrs.items():
-                f.attrs[key] = value
+                if value is not None:  # HDF5 has no None: an unset option is an absent attribute
+                    f.attrs[key] = value
             # CLAM/TRIDENT readers look for these on the coords dataset.
             dset.attrs["patch_size"] = attrs.get("tile_px", 0)
             dset.attrs["patch_size_level0"] = attrs.get("tile_lv0", 0)
@@ -102,32 +104,25 @@ def read_features(path: str | os.PathLike) -> FeatureFile:
     return FeatureFile(features, coords, attrs)
 
 
-def cache_matches(path: str | os.PathLike, request: dict) -> bool:
+def cache_matches(path: str | os.PathLike, request: FeatureRequest) -> bool:
     """False if ``path`` does not exist; True if it was made with the same request; otherwise raises."""
     path = Path(path)
     if not path.exists():
         return False
     try:
         with h5py.File(path, "r") as f:
-            have = {k: _plain(f.attrs[k]) for k in REQUEST_KEYS if k in f.attrs}
-    except OSError as err:
+            have = FeatureRequest.from_attrs({k: _plain(v) for k, v in f.attrs.items()})
+    except (OSError, UserError) as err:
+        raise FeatureCacheMismatch(f"feature file {path}: unreadable ({err}); delete it") from None
+    if have is None:
         raise FeatureCacheMismatch(
-            f"feature file {path}: exists but is unreadable ({err}); delete it"
-        ) from None
-    diffs = [
-        f"{k}: file {have.get(k)!r} != requested {request.get(k)!r}"
-        for k in REQUEST_KEYS
-        if not _same(have.get(k), request.get(k))
-    ]
+            f"feature file {path} records no feature request (another tool or an older version); "
+            "delete it or write to another --out"
+        )
+    diffs = have.differences(request)
     if diffs:
         raise FeatureCacheMismatch(
-            f"feature file {path} was made with other settings ({'; '.join(diffs)}); "
+            f"feature file {path} was made with other settings (file vs requested: {'; '.join(diffs)}); "
             "delete it or write to another --out"
         )
     return True
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
-    return a == b

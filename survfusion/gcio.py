@@ -22,12 +22,18 @@ RNA_SLUG = "bulk-rna-seq-bladder-cancer"
 CLINICAL_SLUG = "chimera-clinical-data-of-bladder-cancer-recurrence"
 OUTPUT_FILE = "likelihood-of-bladder-cancer-recurrence.json"
 
+# The documented locations, relative to the input folder (DESIGN.md, "The grand-challenge contract").
+WSI_DIR = "images/bladder-cancer-tissue-biopsy-wsi"
+MASK_DIR = "images/tissue-mask"
+RNA_FILE = "bulk-rna-seq-bladder-cancer.json"
+CLINICAL_FILE = "chimera-clinical-data-of-bladder-cancer-recurrence-patients.json"
+
 # slug -> (documented relative path, glob used when neither inputs.json nor that path has it)
 DEFAULT_PATHS = {
-    WSI_SLUG: ("images/bladder-cancer-tissue-biopsy-wsi", "images/*wsi*/*"),
-    MASK_SLUG: ("images/tissue-mask", "images/*mask*/*"),
-    RNA_SLUG: ("bulk-rna-seq-bladder-cancer.json", "*rna*.json"),
-    CLINICAL_SLUG: ("chimera-clinical-data-of-bladder-cancer-recurrence-patients.json", "*clinical*.json"),
+    WSI_SLUG: (WSI_DIR, "images/*wsi*/*"),
+    MASK_SLUG: (MASK_DIR, "images/*mask*/*"),
+    RNA_SLUG: (RNA_FILE, "*rna*.json"),
+    CLINICAL_SLUG: (CLINICAL_FILE, "*clinical*.json"),
 }
 IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".mha", ".mhd")
 

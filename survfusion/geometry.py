@@ -101,3 +101,41 @@ def tile_grid(*, width_lv0: int, height_lv0: int, tile_lv0: int) -> np.ndarray:
     ys = np.arange(0, height_lv0 - tile_lv0 + 1, tile_lv0, dtype=np.int64)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def uniform_subset(*, xy_lv0: np.ndarray, tile_lv0: int, max_tiles: int) -> np.ndarray:
+    """Indices (ascending) of at most ``max_tiles`` tiles spread evenly over the tissue.
+
+    The tiles are ordered along a Z-order (Morton) curve of their grid positions, which keeps
+    neighbours in the plane near each other on the curve, and every ``n / max_tiles``-th tile of that
+    order is kept. So each region of the tissue keeps about the same share of its tiles, unlike a
+    prefix of the row-major grid (the top of the slide) or a random draw (clumps and holes).
+    Deterministic: the same tiles every time.
+    """
+    n = len(xy_lv0)
+    if max_tiles < 1:
+        raise UserError(f"max_tiles must be at least 1, got {max_tiles}")
+    if n <= max_tiles:
+        return np.arange(n)
+    grid = (np.asarray(xy_lv0, dtype=np.int64) // max(int(tile_lv0), 1)).astype(np.uint64)
+    order = np.argsort(_morton(grid[:, 0], grid[:, 1]), kind="stable")
+    picks = np.floor((np.arange(max_tiles) + 0.5) * n / max_tiles).astype(np.int64)
+    return np.sort(order[picks])
+
+
+def _morton(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Interleave the bits of ``x`` and ``y`` (each < 2^31): the Z-order key."""
+
+    def spread(v: np.ndarray) -> np.ndarray:
+        v = v & np.uint64(0x7FFFFFFF)
+        for shift, magic in (
+            (16, 0x0000FFFF0000FFFF),
+            (8, 0x00FF00FF00FF00FF),
+            (4, 0x0F0F0F0F0F0F0F0F),
+            (2, 0x3333333333333333),
+            (1, 0x5555555555555555),
+        ):
+            v = (v | (v << np.uint64(shift))) & np.uint64(magic)
+        return v
+
+    return spread(x) | (spread(y) << np.uint64(1))

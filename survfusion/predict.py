@@ -1,20 +1,19 @@
 """One case, end to end: slide -> tiles -> encoder -> model -> months, with per-modality fallbacks.
 
-The model directory (``/opt/ml/model`` on grand-challenge, ``model/`` here)::
+Rules (README, "Bad or missing input"): a modality whose *input* is missing or unusable (a
+``UserError``, or an ``OSError`` reading its file) is replaced by its training-mean embedding, with
+one warning that says what and why; the case fails only when no modality is usable. ``strict`` turns
+every such warning into a failure. Faults of the device or the program (CUDA errors, out of memory,
+non-finite embeddings in fp32, bugs) are never taken for a bad input: they propagate and the job
+fails. Faults the encoder worked around (a smaller batch after CUDA out of memory, an fp32 recompute)
+are logged as warnings but are not input problems, so ``strict`` does not fail on them.
 
-    MODEL/bundle/     the survival bundle (survfusion.bundle), including the training mean of each
-                      modality's embedding and the feature-extraction settings it was trained on
-    MODEL/encoder/    the tile encoder's weights (UNI: the user's pytorch_model.bin)
-
-Rules (README, "Bad or missing input"): a modality that is missing or unusable is replaced by its
-training-mean embedding, with one warning that says what and why; the case fails only when no
-modality is usable. ``strict`` turns every warning into a failure.
+The model directory is ``survfusion.modeldir``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,59 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from survfusion.bundle import Bundle, load_bundle
-from survfusion.encoders import TileEncoder
-from survfusion.errors import BundleError, UserError
-from survfusion.extract import ExtractConfig, embed_slide
-from survfusion.fileio import make_shareable
+from survfusion.errors import UserError
+from survfusion.extract import embed_slide
 from survfusion.gcio import CaseFiles
+from survfusion.modeldir import Model
 from survfusion.models import Embeddings
-
-BUNDLE_DIR = "bundle"
-ENCODER_DIR = "encoder"
-WEIGHT_SUFFIXES = (".bin", ".pth", ".pt", ".safetensors")
 
 
 class StrictModeError(UserError):
     """A fallback happened while --strict was set."""
-
-
-@dataclass
-class Model:
-    bundle: Bundle
-    encoder: TileEncoder
-    extract: ExtractConfig
-
-
-def load_model(model_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto") -> Model:
-    """The bundle and its tile encoder, with every check that ties them together."""
-    model_dir = Path(model_dir)
-    bundle = load_bundle(model_dir / BUNDLE_DIR)
-    feats = bundle.config.get("features")
-    if not isinstance(feats, dict) or not feats.get("encoder"):
-        raise BundleError(
-            f"bundle {model_dir / BUNDLE_DIR}: records no feature-extraction settings (encoder, "
-            "spacing); retrain it with `python -m survfusion train`"
-        )
-    enc_dir = model_dir / ENCODER_DIR
-    weights = sorted(p for p in enc_dir.glob("*") if p.suffix in WEIGHT_SUFFIXES) if enc_dir.is_dir() else []
-    if len(weights) != 1:
-        raise BundleError(
-            f"model {model_dir}: expected one tile-encoder weights file in {ENCODER_DIR}/ "
-            f"(UNI: pytorch_model.bin), found {len(weights)}"
-        )
-    encoder = TileEncoder(feats["encoder"], weights[0], device=device, precision=precision)
-    if feats.get("weights_sha256") and encoder.weights_sha256 != feats["weights_sha256"]:
-        raise BundleError(
-            f"model {model_dir}: {weights[0].name} is not the encoder the bundle was trained with "
-            f"(sha256 {encoder.weights_sha256[:12]}..., expected {feats['weights_sha256'][:12]}...)"
-        )
-    cfg = ExtractConfig(
-        target_spacing_um=float(feats["target_spacing_um"]),
-        tile_px=int(feats["tile_px"]),
-        min_tissue=float(feats["min_tissue"]),
-    )
-    return Model(bundle, encoder, cfg)
 
 
 @dataclass
@@ -107,8 +62,13 @@ class _Case:
         self.warnings: list[str] = []
 
     def warn(self, message: str) -> None:
+        """An input problem worked around: fails under --strict."""
         if self.strict:
             raise StrictModeError(f"--strict: {message}")
+        self.note(message)
+
+    def note(self, message: str) -> None:
+        """Something the log must show that is not an input problem (--strict does not fail on it)."""
         self.warnings.append(message)
         self._warn(message)
 
@@ -119,10 +79,12 @@ def _histology(files: CaseFiles, model: Model, case: _Case, log: Log):
     t0 = time.perf_counter()
     try:
         res = embed_slide(files.wsi, files.mask, model.encoder, model.extract)
-    except (UserError, OSError, ValueError, RuntimeError, MemoryError) as err:
+    except (UserError, OSError) as err:  # the input's fault only: see the module docstring
         raise UserError(
             f"WSI {files.wsi.name} unreadable ({str(err).splitlines()[0] if str(err) else err!r})"
         ) from None
+    for note in res.notes:
+        case.note(note)
     for w in res.warnings:
         case.warn(w)
     s, n = res.seconds, len(res.features)
@@ -166,6 +128,9 @@ def predict_case(
     files: CaseFiles, model: Model, *, strict: bool = False, log: Log = print, warn: Log = print
 ) -> Prediction:
     case = _Case(strict, warn)
+    model.check_encoder()
+    if (note := model.precision_note()) is not None:
+        case.note(note)
     inputs = {}
     for name, stage in (("hist", _histology), ("rna", _rna), ("clinical", _clinical)):
         try:
@@ -208,23 +173,3 @@ def _risk(model: Model, inputs: dict, case: _Case) -> float:
             parts[name] = torch.from_numpy(means[name]).to(parts[name].dtype)[None]
         risk = net.fuse(Embeddings(parts["hist"], parts["rna"], parts["clinical"], emb.attention))
     return float(risk.double()[0])
-
-
-def write_model_dir(
-    out: str | os.PathLike, bundle_dir: str | os.PathLike, encoder_weights: str | os.PathLike
-) -> Path:
-    """Assemble a model directory (the grand-challenge model tarball's content) from a trained bundle
-    and the tile encoder's weights; checked by loading it back."""
-    import shutil
-
-    out = Path(out)
-    for sub in (BUNDLE_DIR, ENCODER_DIR):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
-    shutil.copytree(bundle_dir, out / BUNDLE_DIR)
-    (out / ENCODER_DIR).mkdir(parents=True)
-    shutil.copy2(encoder_weights, out / ENCODER_DIR / Path(encoder_weights).name)
-    for path in [out, *out.rglob("*")]:  # the container's non-root user must read everything
-        make_shareable(path, directory=path.is_dir())
-    load_model(out, device="cpu")
-    return out

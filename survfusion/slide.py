@@ -160,9 +160,17 @@ class TiffSlide(Slide):
         count = page.databytecounts[index]
         if count == 0:
             return None
-        data = os.pread(self._fd, count, page.dataoffsets[index])
-        arr, _, _ = page.decode(data, index, jpegtables=page.jpegtables, _fullsize=True)
-        return arr.reshape(arr.shape[-3:])[..., :3]  # (th, tw, 3): drop alpha
+        try:
+            data = os.pread(self._fd, count, page.dataoffsets[index])
+            arr, _, _ = page.decode(data, index, jpegtables=page.jpegtables, _fullsize=True)
+            return arr.reshape(arr.shape[-3:])[..., :3]  # (th, tw, 3): drop alpha
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError, OSError) as err:
+            # Decoding one stored tile's bytes on the CPU: any failure is the file's (imagecodecs'
+            # codec errors are RuntimeErrors). Device faults cannot arise here.
+            raise SlideError(
+                f"slide {self.path}: stored tile {index} of a level cannot be decoded "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            ) from None
 
     def _decoded(self, level: int, indices: list[int]) -> dict[int, np.ndarray | None]:
         """Segments of ``level`` by index: from the LRU cache, the rest decoded in parallel."""
@@ -289,9 +297,14 @@ class OpenSlideSlide(Slide):
     def read_regions(self, level: int, xy_lv: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
         ds = self.levels[level].downsample
         out = []
+        import openslide
+
         for x, y in np.asarray(xy_lv).reshape(-1, 2):
-            rgba = np.asarray(self._osr.read_region((round(x * ds), round(y * ds)), level, tuple(size_px)))
-            out.append(composite_on_white(rgba))
+            try:
+                region = self._osr.read_region((round(x * ds), round(y * ds)), level, tuple(size_px))
+            except openslide.OpenSlideError as err:
+                raise SlideError(f"slide {self.path}: openslide cannot read a region ({err})") from None
+            out.append(composite_on_white(np.asarray(region)))
         return np.stack(out)
 
     def close(self) -> None:

@@ -32,6 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from survfusion.errors import UserError
+from survfusion.gcio import (
+    CLINICAL_FILE,
+    CLINICAL_SLUG,
+    MASK_DIR,
+    MASK_SLUG,
+    RNA_FILE,
+    RNA_SLUG,
+    WSI_DIR,
+    WSI_SLUG,
+)
 from survfusion.preprocess import clinical_schema, reference_genes
 from survfusion.survival import concordance_index
 from survfusion.tiffwrite import write_mask, write_pyramid
@@ -43,15 +53,6 @@ CLASSES = ("tumour", "stroma", "lymphocytes", "necrosis")
 N_PROGRAM_GENES = 60
 EVENT_RATE = 0.36
 WEIBULL_SHAPE = 0.6
-
-WSI_SLUG = "bladder-cancer-tissue-biopsy-whole-slide-image"
-MASK_SLUG = "tissue-mask"
-RNA_SLUG = "bulk-rna-seq-bladder-cancer"
-CLINICAL_SLUG = "chimera-clinical-data-of-bladder-cancer-recurrence"
-WSI_DIR = "images/bladder-cancer-tissue-biopsy-wsi"
-MASK_DIR = "images/tissue-mask"
-RNA_FILE = "bulk-rna-seq-bladder-cancer.json"
-CLINICAL_FILE = "chimera-clinical-data-of-bladder-cancer-recurrence-patients.json"
 
 
 @dataclass(frozen=True)

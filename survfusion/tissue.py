@@ -137,7 +137,9 @@ def find_tissue(slide: Slide, mask_path: str | os.PathLike | None) -> tuple[Tiss
     else:
         try:
             mask = read_mask(mask_path)
-        except (OSError, ValueError, RuntimeError, tifffile.TiffFileError) as err:
+        except (OSError, ValueError, RuntimeError, KeyError, IndexError, MemoryError) as err:
+            # Reading the mask is CPU-only work on the input's bytes: every failure is the mask's, and a
+            # mask problem never drops the slide (Otsu stands in).
             reason = f"tissue mask {mask_path} unreadable ({type(err).__name__}: {err})"
         else:
             if mask.any():

@@ -290,7 +290,11 @@ def run_training(
         trainer.clinical,
         trainer.rna,
         calibration,
-        config={**resolved, "split": split, "features": data.feature_request},
+        config={
+            **resolved,
+            "split": split,
+            "features": data.feature_request and data.feature_request.to_dict(),
+        },
         metrics=metrics,
         embedding_means=means,
     )

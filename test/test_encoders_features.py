@@ -1,6 +1,8 @@
 """Encoders load strictly and only safely; feature files keep provenance and refuse stale caches."""
 
 import collections
+import dataclasses
+import json
 
 import h5py
 import numpy as np
@@ -15,6 +17,7 @@ from survfusion.encoders import (
 )
 from survfusion.errors import UserError
 from survfusion.features import FeatureCacheMismatch, cache_matches, read_features, write_features
+from survfusion.request import REQUEST_ATTR, FeatureRequest
 from survfusion.slide import area_reduce
 
 
@@ -38,9 +41,10 @@ def test_init_is_deterministic_and_loads_through_the_strict_path(tmp_path, tiny_
 
 
 def test_uni_architecture_is_vit_large_with_1024_outputs():
-    model = build_architecture("uni")
+    with torch.device("meta"):
+        model = build_architecture("uni")
     assert sum(p.numel() for p in model.parameters()) == 303_350_784
-    assert model.num_features == 1024
+    assert model(torch.zeros(2, 3, 224, 224, device="meta")).shape == (2, 1024)
 
 
 def test_strict_load_names_the_missing_keys(tmp_path):
@@ -103,30 +107,55 @@ def test_embeddings_are_deterministic_and_batch_independent(tiny_weights):
     torch.testing.assert_close(all_at_once, one_by_one, atol=1e-4, rtol=1e-4)
 
 
-REQUEST = {
-    "encoder": "uni",
-    "weights_sha256": "ab",
-    "target_spacing_um": 1.0,
-    "tile_px": 224,
-    "min_tissue": 0.25,
-}
+REQUEST = FeatureRequest(
+    encoder="uni",
+    weights_sha256="ab",
+    precision="fp16",
+    target_spacing_um=1.0,
+    tile_px=224,
+    min_tissue=0.25,
+    tolerance=0.05,
+)
 
 
 def test_feature_file_round_trip_and_cache(tmp_path):
     path = tmp_path / "c.h5"
     feats = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
     coords = np.arange(14).reshape(7, 2) * 896
-    write_features(path, feats, coords, {**REQUEST, "tile_lv0": 896, "level": 1})
+    attrs = {REQUEST_ATTR: json.dumps(REQUEST.to_dict()), "encoder": "uni", "tile_lv0": 896, "level": 1}
+    write_features(path, feats, coords, attrs)
     f = read_features(path)
     np.testing.assert_array_equal(f.features, feats)
     np.testing.assert_array_equal(f.coords, coords)
     assert f.attrs["encoder"] == "uni" and f.attrs["coords.patch_size_level0"] == 896
+    assert FeatureRequest.from_attrs(f.attrs) == REQUEST
     assert cache_matches(path, REQUEST) is True
     assert cache_matches(tmp_path / "none.h5", REQUEST) is False
-    with pytest.raises(FeatureCacheMismatch, match=r"min_tissue: file 0.25 != requested 0.5"):
-        cache_matches(path, {**REQUEST, "min_tissue": 0.5})
-    with pytest.raises(FeatureCacheMismatch, match="weights_sha256"):
-        cache_matches(path, {**REQUEST, "weights_sha256": "cd"})
+    for change, needle in [
+        ({"min_tissue": 0.5}, r"min_tissue: 0.25 != 0.5"),
+        ({"weights_sha256": "cd"}, "weights_sha256"),
+        ({"precision": "bf16"}, r"precision: 'fp16' != 'bf16'"),
+        ({"spacing_override_um": 0.5}, r"spacing_override_um: None != 0.5"),
+        ({"tolerance": 0.1}, "tolerance"),
+        ({"max_tiles": 100}, "max_tiles"),
+    ]:
+        with pytest.raises(FeatureCacheMismatch, match=needle):
+            cache_matches(path, dataclasses.replace(REQUEST, **change))
+
+
+def test_a_file_without_a_request_is_not_reused(tmp_path):
+    path = tmp_path / "old.h5"
+    write_features(path, np.zeros((1, 4), np.float32), np.zeros((1, 2)), {"encoder": "uni"})
+    with pytest.raises(FeatureCacheMismatch, match="records no feature request"):
+        cache_matches(path, REQUEST)
+
+
+def test_feature_request_round_trips_and_refuses_auto_precision():
+    assert FeatureRequest.from_dict(json.loads(json.dumps(REQUEST.to_dict()))) == REQUEST
+    with pytest.raises(UserError, match="precision"):
+        dataclasses.replace(REQUEST, precision="auto")
+    with pytest.raises(UserError, match="unknown field"):
+        FeatureRequest.from_dict({**REQUEST.to_dict(), "colour": "blue"})
 
 
 @pytest.mark.parametrize("leading_one", [False, True])

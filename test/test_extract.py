@@ -102,9 +102,31 @@ def test_cohort_resume_and_stale_cache(tmp_path, cohort, weights, capsys):
     assert "3 skipped" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")} == stamps
     # Different settings: the cached files are refused, not reused.
-    assert main([*args, "--min-tissue", "0.5"]) == 1
-    captured = capsys.readouterr()
-    assert "3 failed" in captured.out and "other settings" in captured.err
+    for change in (
+        ["--min-tissue", "0.5"],
+        ["--spacing-um", "0.3"],
+        ["--max-tiles", "2"],
+        ["--precision", "bf16"],
+    ):
+        assert main([*args, *change]) == 1
+        captured = capsys.readouterr()
+        assert "3 failed" in captured.out and "other settings" in captured.err, change
+
+
+def test_max_tiles_keeps_a_recorded_subset(tmp_path, cohort, weights):
+    folder, _ = cohort
+    out = tmp_path / "feats"
+    assert main([*cohort_args(folder, out, weights), "--max-tiles", "3"]) == 0
+    full_out = tmp_path / "full"
+    assert main(cohort_args(folder, full_out, weights)) == 0
+    for path in out.glob("*.h5"):
+        capped, full = read_features(path), read_features(full_out / path.name)
+        assert len(capped.coords) == min(3, len(full.coords)) and capped.attrs["max_tiles"] == 3
+        assert capped.attrs["tissue_tiles"] == len(full.coords)
+        kept = {tuple(c) for c in capped.coords}
+        assert kept <= {tuple(c) for c in full.coords}
+        rows = [i for i, c in enumerate(full.coords) if tuple(c) in kept]
+        np.testing.assert_allclose(capped.features, full.features[rows], atol=1e-5)
 
 
 def test_shards_are_disjoint_and_cover_the_cohort(tmp_path, cohort, weights):

@@ -1,0 +1,246 @@
+"""inference.py in-process, for any user (the contract harness needs root): every row of the README's
+bad-input table, and faults of the device and the encoder injected where they happen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cases import ROOT, ROWS, case, check
+from helpers import make_model_dir
+from safetensors.torch import load_file, save_file
+
+import inference
+from survfusion.encoders import init_encoder_weights
+from survfusion.gcio import OUTPUT_FILE
+from survfusion.vit import VisionTransformer
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    output: bytes | None
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("inference")
+
+
+@pytest.fixture(scope="module")
+def model_dir(scratch):
+    return make_model_dir(scratch)
+
+
+@pytest.fixture(autouse=True)
+def _restore_determinism():
+    yield
+    torch.use_deterministic_algorithms(False)  # inference.main sets it for the whole process
+
+
+def run_inference(capsys, input_dir: Path, model_dir: Path, *extra: str, out: Path | None = None) -> Run:
+    out = out or input_dir.parent / f"{input_dir.name}-out"
+    capsys.readouterr()
+    code = inference.main(
+        ["--input", str(input_dir), "--output", str(out), "--model", str(model_dir), *extra]
+    )
+    captured = capsys.readouterr()
+    path = out / OUTPUT_FILE
+    return Run(code, captured.out, captured.err, path.read_bytes() if path.is_file() else None)
+
+
+def months(run: Run) -> float:
+    return json.loads(run.output)
+
+
+@pytest.mark.parametrize(("name", "mutate", "extra", "code", "needles"), ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_table_in_process(capsys, scratch, model_dir, name, mutate, extra, code, needles):
+    run = run_inference(capsys, case(scratch, name, mutate), model_dir, *extra)
+    check(run, code, needles)
+    if name == "complete case":
+        assert "warning" not in run.stderr, run.stderr
+
+
+@pytest.fixture(scope="module")
+def clean(scratch, model_dir):
+    """The complete sample case and its prediction without any fault."""
+    path = case(scratch, "clean")
+    code = inference.main(
+        ["--input", str(path), "--output", str(scratch / "clean-out"), "--model", str(model_dir)]
+    )
+    assert code == 0
+    return path, json.loads((scratch / "clean-out" / OUTPUT_FILE).read_text())
+
+
+def _forward_failing(monkeypatch, fail):
+    """Make the encoder's forward pass call ``fail(batch_size)`` first (it may raise)."""
+    original = VisionTransformer.forward
+
+    def forward(self, x):
+        fail(x.shape[0])
+        return original(self, x)
+
+    monkeypatch.setattr(VisionTransformer, "forward", forward)
+
+
+def test_cuda_oom_halves_the_batch_and_gives_the_clean_prediction(
+    capsys, monkeypatch, scratch, model_dir, clean
+):
+    path, expected = clean
+    sizes = []
+
+    def fail(n):
+        sizes.append(n)
+        if n > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    _forward_failing(monkeypatch, fail)
+    run = run_inference(capsys, path, model_dir, out=scratch / "oom-out")
+    assert run.returncode == 0, run.stderr
+    assert months(run) == pytest.approx(expected, rel=1e-4)
+    assert sizes[:3] == [9, 4, 2] and set(sizes[3:]) <= {2, 1}  # 9 tiles: halved twice, then kept
+    assert run.stderr.count("out of memory") == 1, run.stderr  # logged once
+    assert "embedding in batches of 2" in run.stderr
+
+
+def test_oom_on_a_single_tile_fails_in_one_line(capsys, monkeypatch, scratch, model_dir, clean):
+    def fail(n):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    _forward_failing(monkeypatch, fail)
+    run = run_inference(capsys, clean[0], model_dir, out=scratch / "oom1-out")
+    assert run.returncode == 1 and run.output is None
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .startswith("[survfusion] error: encoder vit-tiny: CUDA out of memory")
+    )
+    assert "Traceback" not in run.stderr and "replaced" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("CUDA error: an illegal memory access was encountered"),
+        torch.AcceleratorError("CUDA error: device-side assert triggered")
+        if hasattr(torch, "AcceleratorError")
+        else RuntimeError("CUDA error: device-side assert triggered"),
+        MemoryError(),
+    ],
+    ids=["cuda-illegal-access", "accelerator-error", "host-memory"],
+)
+def test_device_errors_fail_with_a_traceback_and_no_output(
+    capsys, monkeypatch, scratch, model_dir, clean, error
+):
+    def fail(n):
+        raise error
+
+    _forward_failing(monkeypatch, fail)
+    run = run_inference(capsys, clean[0], model_dir, out=scratch / f"device-{type(error).__name__}")
+    assert run.returncode == 1 and run.output is None
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"[survfusion] error: internal {type(error).__name__}"), run.stderr
+    assert "Traceback" in run.stderr  # an unforeseen failure must be debuggable from the job log
+    assert "hist input replaced" not in run.stderr and "unreadable" not in run.stderr
+
+
+def test_nan_embeddings_in_fp32_fail(capsys, monkeypatch, scratch, model_dir, clean):
+    original = VisionTransformer.forward
+    monkeypatch.setattr(VisionTransformer, "forward", lambda self, x: original(self, x) * float("nan"))
+    run = run_inference(capsys, clean[0], model_dir, out=scratch / "nan-out")
+    assert run.returncode == 1 and run.output is None
+    assert "non-finite embeddings in fp32" in run.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def hot_model_dir(scratch):
+    """vit-tiny weights whose residual stream overflows fp16 (one MLP scaled by 1e6), not fp32."""
+    plain = scratch / "plain.safetensors"
+    init_encoder_weights("vit-tiny", plain, seed=0)
+    state = load_file(str(plain))
+    state["blocks.1.mlp.fc2.weight"] = state["blocks.1.mlp.fc2.weight"] * 1e6
+    hot = scratch / "hot.safetensors"
+    save_file(state, str(hot), metadata={"survfusion": "hot"})
+    return make_model_dir(scratch, weights=hot, name="hot-model")
+
+
+def test_fp16_overflow_is_recomputed_in_fp32(capsys, scratch, hot_model_dir):
+    path = case(scratch, "hot")
+    fp32 = run_inference(capsys, path, hot_model_dir, "--precision", "fp32", out=scratch / "hot32")
+    assert fp32.returncode == 0 and "non-finite" not in fp32.stderr
+    fp16 = run_inference(
+        capsys, path, hot_model_dir, "--precision", "fp16", "--strict", out=scratch / "hot16"
+    )
+    assert fp16.returncode == 0, fp16.stderr  # a worked-around device fault is not an input problem
+    assert "9 of 9 tiles had non-finite fp16 embeddings; recomputed in fp32" in fp16.stderr
+    assert months(fp16) == pytest.approx(months(fp32), rel=1e-4)
+
+
+def test_another_precision_than_the_training_features_is_noted(capsys, scratch):
+    model = make_model_dir(scratch, precision="bf16", name="bf16-model")
+    run = run_inference(capsys, case(scratch, "precision"), model, "--strict", out=scratch / "prec-out")
+    assert run.returncode == 0, run.stderr
+    assert "embedding at fp32, the bundle's training features were made at bf16" in run.stderr
+
+
+def test_a_visible_gpu_that_torch_cannot_use_fails(capsys, monkeypatch, scratch, model_dir, clean):
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = run_inference(capsys, clean[0], model_dir, out=scratch / "nogpu-out")
+    assert run.returncode == 1 and run.output is None
+    last = run.stderr.strip().splitlines()[-1]
+    assert "an NVIDIA GPU is visible but torch" in last and f"CUDA {torch.version.cuda}" in last
+    assert "driver" in last and "Traceback" not in run.stderr
+    explicit = run_inference(capsys, clean[0], model_dir, "--device", "cpu", out=scratch / "cpu-out")
+    assert explicit.returncode == 0 and months(explicit) == clean[1]
+
+
+def test_a_mask_that_cannot_be_read_never_drops_the_slide(capsys, monkeypatch, scratch, model_dir, clean):
+    import survfusion.tissue
+
+    def bomb(*args, **kwargs):
+        raise MemoryError("Unable to allocate 2.73 TiB")
+
+    monkeypatch.setattr(survfusion.tissue, "read_mask", bomb)
+    run = run_inference(capsys, clean[0], model_dir, out=scratch / "maskbomb-out")
+    assert run.returncode == 0, run.stderr
+    assert "unreadable (MemoryError" in run.stderr and "Otsu" in run.stderr
+    assert "hist input replaced" not in run.stderr
+
+
+def test_the_inference_path_imports_no_training_libraries(scratch, model_dir):
+    """One case run in a fresh interpreter; afterwards none of the heavy training-side libraries is
+    loaded (they cost seconds of every container start)."""
+    path = case(scratch, "imports")
+    program = (
+        "import sys, inference\n"
+        f"code = inference.main(['--input', {str(path)!r}, '--output', {str(scratch / 'imports-out')!r}, "
+        f"'--model', {str(model_dir)!r}])\n"
+        "heavy = ('sksurv', 'lifelines', 'sklearn', 'pandas', 'matplotlib', 'torchsurv', 'timm',"
+        " 'torchvision')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
+
+
+def test_load_logs_the_device(capsys, scratch, model_dir, clean):
+    run = run_inference(capsys, clean[0], model_dir, out=scratch / "log-out")
+    load = next(line for line in run.stdout.splitlines() if "] load " in line)
+    assert f"torch {torch.__version__}" in load and "(fp32)" in load
+
+
+def test_byte_identical_repeat(capsys, scratch, model_dir, clean):
+    first = run_inference(capsys, clean[0], model_dir, out=scratch / "rep1")
+    second = run_inference(capsys, clean[0], model_dir, out=scratch / "rep2")
+    assert first.output == second.output and np.isfinite(months(first))
