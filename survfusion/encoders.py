@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -190,11 +191,15 @@ def convert_to_safetensors(name: str, src: str | os.PathLike, dst: str | os.Path
     """Write the weights of ``src`` (any format ``read_weights`` takes) as safetensors at ``dst``, after
     checking that they fit ``name`` strictly; keys in timm's naming, tensors as stored. Returns the
     sha256 of ``dst``. Done once by ``package``, so the container never unpickles anything."""
-    state = {k: v.contiguous() for k, v in map_state_dict(read_weights(src)).items()}
+    raw = read_weights(src)
+    state = {k: v.contiguous() for k, v in map_state_dict(raw).items()}
     with torch.device("meta"):
         check_fit(build_architecture(name), state, src, name)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(dst), metadata={"survfusion": f"encoder={name}"})
+    if Path(src).suffix == ".safetensors" and state.keys() == raw.keys():
+        shutil.copyfile(src, dst)  # already safe and in timm's names: keep the very bytes
+    else:
+        save_file(state, str(dst), metadata={"survfusion": f"encoder={name}"})
     return sha256_file(dst)
 
 

@@ -364,3 +364,61 @@ def write_case(out: str | os.PathLike, *, seed: int = 0, slide_px: int = 2688, i
     ]
     _write_json(out / "inputs.json", inputs)
     return out
+
+
+def write_untrained_model(
+    out: str | os.PathLike,
+    encoder_weights: str | os.PathLike,
+    *,
+    encoder: str = "vit-tiny",
+    precision: str = "fp32",
+    n_genes: int = 512,
+    seed: int = 0,
+) -> Path:
+    """A complete model directory around an *untrained* ABMIL_Surv_PG (seeded weights, ``n_genes``
+    genes, calibration on synthetic outcomes) for ``encoder``'s features: every part a real one has,
+    for tests and benchmarks of the container's path. Never a model to submit."""
+    import torch
+
+    from survfusion.bundle import Bundle, save_bundle
+    from survfusion.calibration import RiskToTime
+    from survfusion.encoders import encoder_spec
+    from survfusion.fileio import sha256_file
+    from survfusion.modeldir import write_model_dir
+    from survfusion.models import build_model
+    from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
+    from survfusion.request import ExtractConfig, FeatureRequest
+
+    out = Path(out)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    patients = make_patients(40, seed=seed + 5)
+    cfg = ExtractConfig()
+    request = FeatureRequest(
+        encoder=encoder,
+        weights_sha256=sha256_file(encoder_weights),
+        precision=precision,
+        target_spacing_um=cfg.target_spacing_um,
+        tile_px=cfg.tile_px,
+        min_tissue=cfg.min_tissue,
+        tolerance=cfg.tolerance,
+    )
+    genes = reference_genes()[:n_genes]
+    model = build_model("ABMIL_Surv_PG", feat_dim=encoder_spec(encoder).embed_dim, rna_dim=len(genes))
+    times, events = [p.time_months for p in patients], [p.event for p in patients]
+    bundle = Bundle(
+        "ABMIL_Surv_PG",
+        model,
+        ClinicalEncoder.fit([p.clinical for p in patients]),
+        RnaVectorizer(genes, log1p=True),
+        RiskToTime().fit(rng.normal(size=len(patients)), times, events),
+        config={"features": request.to_dict()},
+        embedding_means={"hist": rng.normal(size=512), "rna": rng.random(128), "clinical": rng.random(27)},
+    )
+    bundle_dir = save_bundle(bundle, out.parent / f".{out.name}-bundle")
+    try:
+        return write_model_dir(out, bundle_dir, encoder_weights)
+    finally:
+        import shutil
+
+        shutil.rmtree(bundle_dir, ignore_errors=True)

@@ -40,47 +40,13 @@ def make_model_dir(
     precision: str = "fp32",
     name: str = "model",
 ) -> Path:
-    """A small but complete model directory: a bundle (untrained ABMIL_Surv_PG on 512 genes, seeded)
-    recording vit-tiny features, and the vit-tiny weights (``weights`` or fresh ones, seed 0)."""
-    import torch
-
-    from survfusion.bundle import Bundle, save_bundle
-    from survfusion.calibration import RiskToTime
+    """``synth.write_untrained_model`` with vit-tiny weights (``weights`` or fresh ones, seed 0)."""
     from survfusion.encoders import init_encoder_weights
-    from survfusion.fileio import sha256_file
-    from survfusion.modeldir import write_model_dir
-    from survfusion.models import build_model
-    from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
-    from survfusion.request import ExtractConfig
-    from survfusion.synth import make_patients
+    from survfusion.synth import write_untrained_model
 
-    torch.manual_seed(0)
     if weights is None:
         weights = folder / "vit-tiny.safetensors"
         init_encoder_weights("vit-tiny", weights, seed=0)
         weights.chmod(0o644)  # as a downloaded pytorch_model.bin would be
-    genes = reference_genes()[:512]
-    patients = make_patients(40, seed=5)
-    rng = np.random.default_rng(0)
-    cfg = ExtractConfig()
-    request = {
-        "encoder": "vit-tiny",
-        "weights_sha256": sha256_file(weights),
-        "precision": precision,
-        "target_spacing_um": cfg.target_spacing_um,
-        "tile_px": cfg.tile_px,
-        "min_tissue": cfg.min_tissue,
-        "tolerance": cfg.tolerance,
-    }
-    bundle = Bundle(
-        "ABMIL_Surv_PG",
-        build_model("ABMIL_Surv_PG", feat_dim=192, rna_dim=len(genes)),
-        ClinicalEncoder.fit([p.clinical for p in patients]),
-        RnaVectorizer(genes, log1p=True),
-        RiskToTime().fit(rng.normal(size=40), [p.time_months for p in patients], [p.event for p in patients]),
-        config={"features": request},
-        embedding_means={"hist": rng.normal(size=512), "rna": rng.random(128), "clinical": rng.random(27)},
-    )
-    save_bundle(bundle, folder / f"{name}-bundle")
-    # No chmod here: the model directory must be readable by the container's user as written.
-    return write_model_dir(folder / name, folder / f"{name}-bundle", weights)
+    # No chmod of the result: the model directory must be readable by the container's user as written.
+    return write_untrained_model(folder / name, weights, precision=precision)
