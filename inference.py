@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     except Exception:  # a broken image: say so with the traceback
         return _fail("internal: cannot import the package", trace=True)
     try:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic(torch)
         log(f"start    input={args.input} output={args.output} model={args.model}")
         files = find_case_files(args.input)
         for note in files.notes:
@@ -86,6 +86,17 @@ def main(argv=None) -> int:
     except Exception as err:  # unforeseen (a CUDA error, a bug): the traceback, then the one line
         first = str(err).splitlines()[0] if str(err) else ""
         return _fail(f"internal {type(err).__name__}: {first}", trace=True)
+
+
+def _deterministic(torch) -> None:
+    """Deterministic kernels, as ``torch.use_deterministic_algorithms(True, warn_only=True)`` sets them,
+    minus that wrapper's import of torch._inductor (1.7 s of every start on 2 cores, measured in
+    bench/startup.py) to set a torch.compile flag that inference never uses."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # a torch without the private setter: pay for the import
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
 
 
 def _fail(message: str, *, trace: bool = False) -> int:

@@ -128,7 +128,6 @@ def predict_case(
     files: CaseFiles, model: Model, *, strict: bool = False, log: Log = print, warn: Log = print
 ) -> Prediction:
     case = _Case(strict, warn)
-    model.check_encoder()
     if (note := model.precision_note()) is not None:
         case.note(note)
     inputs = {}
@@ -139,6 +138,9 @@ def predict_case(
             raise
         except UserError as err:
             case.replaced[name] = str(err)
+    # The encoder's sha256 is computed in the background while the model loads and the slide is
+    # embedded (1.2 GB for UNI: about a second); checked before any number leaves this function.
+    model.check_encoder()
     if len(case.replaced) == 3:
         raise UserError("no prediction possible: " + "; ".join(case.replaced.values()))
     t0 = time.perf_counter()
