@@ -1,5 +1,14 @@
 # grand-challenge algorithm image for CHIMERA Task 3 (see README: "Submit to grand-challenge").
-# CUDA 12.8 runtime: runs on the T4 (sm_75) of ml.g4dn.xlarge; build for linux/amd64 (build.sh).
+# Build for linux/amd64 (build.sh).
+#
+# CUDA: this base carries torch 2.14.1 built for the CUDA 12.8 runtime (cuDNN 9), which supports the
+# T4 (sm_75) of ml.g4dn.xlarge and needs a host driver >= 525.60.13 (CUDA 12 minor-version
+# compatibility; >= 570 for every CUDA 12.8 feature). torch 2.14.1 from the package index is built for
+# CUDA 13.0 and needs a driver >= 580, which grand-challenge's hosts are not known to have: that is
+# why the base image's own torch is kept (requirements.txt pins the same version, so pip leaves it)
+# and the build log prints which CUDA the image's torch carries. At run time inference.py logs torch's
+# CUDA version and the host driver, and a GPU that torch cannot use fails the job in one line instead
+# of a silent, hours-long CPU run.
 FROM pytorch/pytorch:2.14.1-cuda12.8-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 \
@@ -18,7 +27,8 @@ WORKDIR /opt/app
 
 # Pinned requirements (torch/torchvision are the base image's own, at the same pins).
 COPY requirements.txt /opt/app/requirements.txt
-RUN python -m pip install --no-cache-dir -r /opt/app/requirements.txt
+RUN python -m pip install --no-cache-dir -r /opt/app/requirements.txt \
+    && python -c "import torch; print('image torch', torch.__version__, 'CUDA runtime', torch.version.cuda)"
 
 # The package, the entry point and the small baked-in files; no weights (they come from the model tarball).
 COPY survfusion /opt/app/survfusion

@@ -79,6 +79,8 @@ def main(argv=None) -> int:
         log(f"load     {time.perf_counter() - t_load:7.2f} s  {name} on {where}")
         prediction = predict_case(files, model, strict=args.strict, log=log, warn=warn)
         path = write_output(args.output, prediction.months)
+        if model.encoder.device.type == "cuda":
+            log(f"memory   peak GPU {torch.cuda.max_memory_allocated(model.encoder.device) / 2**30:.2f} GiB")
         log(f"done     {time.perf_counter() - t0:7.2f} s  {prediction.months:.4f} months -> {path}")
         return 0
     except (UserError, ComputeError) as err:  # foreseen: the message is the whole story

@@ -9,8 +9,14 @@ if [ ! -f model/bundle/manifest.json ]; then
   exit 1
 fi
 ./build.sh
-gpu=()
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then gpu=(--gpus all); fi
+# With a GPU the container uses it; without one, say so explicitly: inference.py refuses to fall back
+# to the CPU on its own when the image's environment names an NVIDIA device.
+gpu=(-e SURVFUSION_DEVICE=cpu -e NVIDIA_VISIBLE_DEVICES=void)
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  gpu=(--gpus all)
+else
+  echo "test_run: no GPU here; the container runs on the CPU (--device cpu)"
+fi
 failed=0
 for case in test/input/*/; do
   name=$(basename "$case")

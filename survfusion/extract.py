@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import survfusion
-from survfusion.encoders import TileEncoder
+from survfusion.encoders import TileEncoder, auto_batch_size
 from survfusion.features import write_features
 from survfusion.fileio import canonical_json
 from survfusion.geometry import ReadPlan, plan_read, tile_grid, uniform_subset
@@ -166,7 +166,11 @@ def embed_slide(
         chunks = []
         if len(plan.coords_lv0):
             reader = BatchReader(
-                slide, plan, cfg.batch_size, prefetch=cfg.prefetch, pin=encoder.device.type == "cuda"
+                slide,
+                plan,
+                cfg.batch_size or auto_batch_size(encoder.device),
+                prefetch=cfg.prefetch,
+                pin=encoder.device.type == "cuda",
             )
             for batch in reader:
                 chunks.append(encoder.embed(batch).numpy())

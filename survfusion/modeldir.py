@@ -110,7 +110,7 @@ def load_model(
     device: str = "auto",
     precision: str = "auto",
     cast_weights: bool = False,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> Model:
     """The bundle and its tile encoder, with every check that ties them together."""
     model_dir = Path(model_dir)

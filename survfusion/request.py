@@ -33,7 +33,7 @@ class ExtractConfig:
     tolerance: float = DEFAULT_TOLERANCE
     spacing_override_um: float | None = None  # instead of the slides' own level-0 spacing
     max_tiles: int | None = None  # keep a spatially uniform subset of at most this many tiles
-    batch_size: int = 64
+    batch_size: int | None = None  # None: chosen by measurement for the device (encoders.auto_batch_size)
     read_threads: int = 4
     prefetch: int = 2
 

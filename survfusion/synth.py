@@ -43,7 +43,6 @@ from survfusion.gcio import (
     WSI_SLUG,
 )
 from survfusion.preprocess import clinical_schema, reference_genes
-from survfusion.survival import concordance_index
 from survfusion.tiffwrite import write_mask, write_pyramid
 
 SPACING_UM = 0.25
@@ -321,6 +320,8 @@ def write_cohort(
 
 
 def write_oracle(out: Path, pts: list[Patient], seed: int) -> dict:
+    from survfusion.survival import concordance_index  # scikit-survival: for the oracle only
+
     time = np.array([p.time_months for p in pts])
     event = np.array([p.event for p in pts])
     eta = np.array([p.log_hazard for p in pts])
