@@ -28,8 +28,9 @@ from survfusion.encoders import TileEncoder, auto_batch_size
 from survfusion.features import write_features
 from survfusion.fileio import canonical_json
 from survfusion.geometry import ReadPlan, plan_read, tile_grid, uniform_subset
+from survfusion.limits import MAX_GRID_TILES
 from survfusion.request import REQUEST_ATTR, ExtractConfig, FeatureRequest
-from survfusion.slide import Slide, open_slide
+from survfusion.slide import Slide, SlideError, open_slide
 from survfusion.tissue import find_tissue
 
 DEFAULT_EXTRACT = ExtractConfig()
@@ -68,8 +69,14 @@ def plan_tiles(slide: Slide, mask_path: str | os.PathLike | None, cfg: ExtractCo
         tile_px=cfg.tile_px,
         tolerance=cfg.tolerance,
     )
-    tissue, warnings = find_tissue(slide, mask_path)
     w0, h0 = slide.dimensions
+    n_grid = (w0 // read.tile_lv0) * (h0 // read.tile_lv0)
+    if n_grid > MAX_GRID_TILES:
+        raise SlideError(
+            f"slide {slide.path.name}: {n_grid:,} tiles at {cfg.target_spacing_um} µm/px exceed the limit of "
+            f"{MAX_GRID_TILES:,}"
+        )
+    tissue, warnings = find_tissue(slide, mask_path)
     grid = tile_grid(width_lv0=w0, height_lv0=h0, tile_lv0=read.tile_lv0)
     coverage = tissue.coverage(grid, read.tile_lv0) if len(grid) else np.zeros(0)
     keep = coverage >= cfg.min_tissue if cfg.min_tissue > 0 else coverage > 0

@@ -4,6 +4,11 @@ A job folder holds ``inputs.json`` (a list of socket values with ``interface.slu
 ``interface.relative_path``) and the files themselves. Images live in a folder (the relative path)
 holding one image file. When ``inputs.json`` is absent or does not name a socket, the documented
 paths are tried, then a glob.
+
+Nothing is read outside the input folder: every path, with its symlinks resolved, must stay inside
+it; a path that leaves it is refused with a warning (and the documented path tried). A socket folder
+with several images is resolved by name (a mask whose name starts with the slide's is its pair), with
+a warning. Warnings here are input problems (``--strict`` fails on them); notes only inform.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from survfusion.fileio import atomic_write_bytes
+from survfusion.errors import UserError
+from survfusion.fileio import atomic_write_bytes, read_json
+from survfusion.limits import MAX_PATH_CHARS
 
 WSI_SLUG = "bladder-cancer-tissue-biopsy-whole-slide-image"
 MASK_SLUG = "tissue-mask"
@@ -45,50 +52,121 @@ class CaseFiles:
     rna: Path | None
     clinical: Path | None
     notes: list[str] = field(default_factory=list)  # how each file was found, for the log
+    warnings: list[str] = field(default_factory=list)  # ambiguity or a refused path: --strict fails
 
 
-def _read_inputs_json(input_dir: Path, notes: list[str]) -> dict[str, str]:
+def _read_inputs_json(input_dir: Path, notes: list[str], warnings: list[str]) -> dict[str, str]:
+    """slug -> relative path for every well-formed entry of inputs.json; anything else is skipped
+    with a warning (a nested value, a missing or non-string path, one longer than MAX_PATH_CHARS)."""
     path = input_dir / "inputs.json"
     if not path.is_file():
         notes.append("inputs.json absent; using the documented paths")
         return {}
     try:
-        items = json.loads(path.read_text())
-        return {i["interface"]["slug"]: i["interface"]["relative_path"] for i in items}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        notes.append(f"inputs.json unreadable ({type(err).__name__}); using the documented paths")
+        items = read_json(path, "inputs.json").value
+    except UserError as err:
+        warnings.append(f"{err}; using the documented paths")
         return {}
+    if not isinstance(items, list):
+        warnings.append("inputs.json is not a list of socket values; using the documented paths")
+        return {}
+    declared, skipped = {}, 0
+    for item in items:
+        interface = item.get("interface") if isinstance(item, dict) else None
+        slug = interface.get("slug") if isinstance(interface, dict) else None
+        rel = interface.get("relative_path") if isinstance(interface, dict) else None
+        if (
+            isinstance(slug, str)
+            and isinstance(rel, str)
+            and 0 < len(rel) <= MAX_PATH_CHARS
+            and "\0" not in rel
+        ):
+            declared.setdefault(slug, rel)
+        else:
+            skipped += 1
+    if skipped:
+        warnings.append(
+            f"inputs.json: {skipped} entr{'y' if skipped == 1 else 'ies'} without a usable slug and relative "
+            f"path (a string of at most {MAX_PATH_CHARS} characters) ignored"
+        )
+    return declared
 
 
-def _resolve(input_dir: Path, rel: str, is_image: bool) -> Path | None:
+def _inside(input_dir: Path, path: Path) -> bool:
+    """``path``, with every symlink resolved, lies inside ``input_dir`` (resolved too)."""
+    try:
+        return path.resolve().is_relative_to(input_dir.resolve())
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an unresolvable name
+        return False
+
+
+def _images(folder: Path, input_dir: Path, warnings: list[str]) -> list[Path]:
+    """The image files of a socket folder, by name; any that links outside the input is refused."""
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    outside = [p for p in found if not _inside(input_dir, p)]
+    for p in outside:
+        warnings.append(f"{p.relative_to(input_dir)} links outside the input folder; refused")
+    return [p for p in found if p not in outside]
+
+
+def _resolve(input_dir: Path, rel: str, is_image: bool, warnings: list[str]) -> list[Path]:
+    """The candidate files at ``rel`` (a file, or an image socket's folder), confined to the input."""
     path = input_dir / rel
+    if not _inside(input_dir, path):
+        warnings.append(f"{rel[:80]!r} leads outside the input folder; refused")
+        return []
     if path.is_file():
-        return path
+        return [path]
     if is_image and path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return images[0] if images else None
-    return None
+        return _images(path, input_dir, warnings)
+    return []
+
+
+def _candidates(input_dir: Path, slug: str, declared: dict, notes: list, warnings: list) -> list[Path]:
+    default_rel, pattern = DEFAULT_PATHS[slug]
+    is_image = slug in (WSI_SLUG, MASK_SLUG)
+    if slug in declared:
+        found = _resolve(input_dir, declared[slug], is_image, warnings)
+        if found:
+            return found
+        if declared[slug] != default_rel:
+            notes.append(f"{slug}: nothing usable at inputs.json's path; trying {default_rel}")
+    found = _resolve(input_dir, default_rel, is_image, warnings)
+    if found:
+        return found
+    matches = sorted(p for p in input_dir.glob(pattern) if p.is_file() and _inside(input_dir, p))
+    if is_image:
+        matches = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES]
+    if matches:
+        notes.append(f"{slug}: found by glob at {matches[0].relative_to(input_dir)}")
+    return matches[:1]
+
+
+def _pick_pair(wsis: list[Path], masks: list[Path], input_dir: Path, warnings: list[str]):
+    """One slide and its mask. Several slides: the first by name. Several masks: the one whose name
+    starts with the slide's (without extension), else the first by name. Each choice is warned."""
+    wsi = wsis[0] if wsis else None
+    if len(wsis) > 1:
+        where = wsi.parent.relative_to(input_dir)
+        warnings.append(f"{len(wsis)} slides in {where}; using {wsi.name} (the first by name)")
+    if len(masks) <= 1:
+        return wsi, (masks[0] if masks else None)
+    paired = [m for m in masks if wsi is not None and m.stem.startswith(wsi.stem)]
+    mask = paired[0] if paired else masks[0]
+    why = f"its name matches the slide {wsi.name}" if paired else "the first by name: none matches the slide"
+    warnings.append(f"{len(masks)} masks in {mask.parent.relative_to(input_dir)}; using {mask.name} ({why})")
+    return wsi, mask
 
 
 def find_case_files(input_dir: str | os.PathLike) -> CaseFiles:
     input_dir = Path(input_dir)
     notes: list[str] = []
-    declared = _read_inputs_json(input_dir, notes)
-    found: dict[str, Path | None] = {}
-    for slug, (default_rel, pattern) in DEFAULT_PATHS.items():
-        is_image = slug in (WSI_SLUG, MASK_SLUG)
-        path = _resolve(input_dir, declared[slug], is_image) if slug in declared else None
-        if path is None:
-            path = _resolve(input_dir, default_rel, is_image)
-        if path is None:
-            matches = sorted(p for p in input_dir.glob(pattern) if p.is_file())
-            if is_image:
-                matches = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES]
-            path = matches[0] if matches else None
-            if path is not None:
-                notes.append(f"{slug}: found by glob at {path.relative_to(input_dir)}")
-        found[slug] = path
-    return CaseFiles(found[WSI_SLUG], found[MASK_SLUG], found[RNA_SLUG], found[CLINICAL_SLUG], notes)
+    warnings: list[str] = []
+    declared = _read_inputs_json(input_dir, notes, warnings)
+    found = {slug: _candidates(input_dir, slug, declared, notes, warnings) for slug in DEFAULT_PATHS}
+    wsi, mask = _pick_pair(found[WSI_SLUG], found[MASK_SLUG], input_dir, warnings)
+    first = {slug: (paths[0] if paths else None) for slug, paths in found.items()}
+    return CaseFiles(wsi, mask, first[RNA_SLUG], first[CLINICAL_SLUG], notes, warnings)
 
 
 def format_months(months: float) -> bytes:

@@ -13,7 +13,6 @@ The model directory is ``survfusion.modeldir``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import torch
 
 from survfusion.errors import UserError
 from survfusion.extract import embed_slide
+from survfusion.fileio import read_json
 from survfusion.gcio import CaseFiles
 from survfusion.modeldir import Model
 from survfusion.models import Embeddings
@@ -44,13 +44,18 @@ class Prediction:
 Log = Callable[[str], None]
 
 
-def _read_json(path: Path | None, what: str):
+def _read_json(path: Path | None, what: str, case: _Case):
+    """The file's JSON value (``fileio.read_json``: bounded size, depth and numbers); a key repeated
+    within the object keeps its first value, with a warning that counts them."""
     if path is None:
         raise UserError(f"no {what} file")
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{what} file {Path(path).name} unreadable ({type(err).__name__})") from None
+    doc = read_json(path, what)
+    if doc.duplicate_keys:
+        case.warn(
+            f"{what}: {doc.duplicate_keys} repeated key(s) (e.g. {', '.join(doc.duplicate_examples)}); "
+            "the first value of each was used"
+        )
+    return doc.value
 
 
 class _Case:
@@ -103,7 +108,7 @@ def _histology(files: CaseFiles, model: Model, case: _Case, log: Log):
 
 
 def _rna(files: CaseFiles, model: Model, case: _Case):
-    expression = _read_json(files.rna, "RNA")
+    expression = _read_json(files.rna, "RNA", case)
     if not isinstance(expression, dict):
         raise UserError(f"RNA file is a JSON {type(expression).__name__}, not an object gene -> value")
     if model.bundle.rna.usable_genes(expression) == 0:
@@ -115,7 +120,7 @@ def _rna(files: CaseFiles, model: Model, case: _Case):
 
 
 def _clinical(files: CaseFiles, model: Model, case: _Case):
-    record = _read_json(files.clinical, "clinical")
+    record = _read_json(files.clinical, "clinical", case)
     if not isinstance(record, dict):
         raise UserError(f"clinical file is a JSON {type(record).__name__}, not an object")
     enc = model.bundle.clinical.transform(record)
@@ -128,6 +133,8 @@ def predict_case(
     files: CaseFiles, model: Model, *, strict: bool = False, log: Log = print, warn: Log = print
 ) -> Prediction:
     case = _Case(strict, warn)
+    for message in files.warnings:  # which file was taken, or refused, is an input problem too
+        case.warn(message)
     if (note := model.precision_note()) is not None:
         case.note(note)
     inputs = {}

@@ -31,6 +31,8 @@ import numpy as np
 import tifffile
 
 from survfusion.errors import UserError
+from survfusion.limits import MAX_SIDE_PX, THUMBNAIL_BAND_BYTES
+from survfusion.tiffheader import ImageLimitError, check_tiff_limits
 
 # TIFF ResolutionUnit -> micrometres per unit (4 and 5 are common non-standard extensions).
 _UM_PER_UNIT = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
@@ -76,14 +78,20 @@ class Slide(ABC):
 
     def thumbnail(self, max_px: int = 2048) -> tuple[np.ndarray, float]:
         """The coarsest level whose long side is >= ``max_px`` (or level 0), area-reduced to at most
-        ``max_px``; returns the RGB image and its downsample relative to level 0."""
+        ``max_px``; returns the RGB image and its downsample relative to level 0.
+
+        The level is read in bands of whole ``factor``-row blocks, each reduced before the next is read,
+        so a slide stored as one huge page costs ``THUMBNAIL_BAND_BYTES``, not the whole level."""
         candidates = [i for i, lv in enumerate(self.levels) if max(lv.width, lv.height) >= max_px]
         level = candidates[-1] if candidates else 0
         lv = self.levels[level]
-        image = self.read_region(level, (0, 0), (lv.width, lv.height))
         factor = max(1, int(np.ceil(max(lv.width, lv.height) / max_px)))
-        image = area_reduce(image, factor)
-        return image, lv.downsample * factor
+        band = factor * max(1, THUMBNAIL_BAND_BYTES // (lv.width * 3 * factor))
+        parts = [
+            area_reduce(self.read_region(level, (0, y), (lv.width, min(band, lv.height - y))), factor)
+            for y in range(0, lv.height, band)
+        ]
+        return np.concatenate(parts, axis=0), lv.downsample * factor
 
     def close(self) -> None:  # noqa: B027 - optional for subclasses
         pass
@@ -133,11 +141,18 @@ class TiffSlide(Slide):
     ):
         self.path = Path(path)
         try:
+            check_tiff_limits(self.path, f"slide {self.path.name}")  # before tifffile reads any offsets
+        except (ImageLimitError, OSError) as err:
+            raise SlideError(
+                str(err) if isinstance(err, ImageLimitError) else f"slide {self.path}: {err}"
+            ) from None
+        try:
             self._tif = tifffile.TiffFile(self.path)
             series = self._tif.series[0]
             self._pages = [lvl.keyframe for lvl in series.levels]
-        except (tifffile.TiffFileError, OSError, IndexError, ValueError) as err:
-            raise SlideError(f"slide {self.path}: not a readable TIFF ({err})") from None
+        except (tifffile.TiffFileError, OSError, IndexError, ValueError, KeyError, TypeError) as err:
+            # The type only: tifffile's messages can quote the file's first bytes.
+            raise SlideError(f"slide {self.path.name}: not a readable TIFF ({type(err).__name__})") from None
         for page in self._pages:
             _check_page(self.path, page)
         w0 = self._pages[0].imagewidth
@@ -280,6 +295,12 @@ class OpenSlideSlide(Slide):
             Level(w, h, float(d))
             for (w, h), d in zip(self._osr.level_dimensions, self._osr.level_downsamples, strict=True)
         ]
+        if max(self.levels[0].width, self.levels[0].height) > MAX_SIDE_PX:
+            self._osr.close()
+            raise SlideError(
+                f"slide {self.path.name}: {self.levels[0].width:,} x {self.levels[0].height:,} px exceeds "
+                f"the limit of {MAX_SIDE_PX:,} px a side"
+            )
         self.spacing_um = spacing_um if spacing_um is not None else self._spacing()
 
     def _spacing(self) -> float:

@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from survfusion.limits import MAX_MASK_READ_PIXELS, MAX_SIDE_PX
 from survfusion.slide import Slide
+from survfusion.tiffheader import check_tiff_limits
 
 MAX_MASK_PIXELS = 1 << 26  # masks larger than this (at their coarsest level) are max-pooled while read
 MIN_SATURATION = 20  # 0-255: below this, a thumbnail is background however Otsu splits it
+ALL_TISSUE = 0.98  # a mask covering at least this much of the slide is checked against Otsu
+MOSTLY_BACKGROUND = 0.5  # ... and doubted when Otsu finds less tissue than this
 
 
 @dataclass(frozen=True)
@@ -61,26 +65,62 @@ def tile_coverage(mask, xy_lv0, tile_lv0, scale_x, scale_y) -> np.ndarray:
     return inside / ((x1 - x0) * (y1 - y0))
 
 
-def read_mask(path: str | os.PathLike, *, max_pixels: int = MAX_MASK_PIXELS) -> np.ndarray:
+def read_mask(
+    path: str | os.PathLike, *, max_pixels: int = MAX_MASK_PIXELS, notes: list[str] | None = None
+) -> np.ndarray:
     """A boolean tissue map from a .tif (any pyramid level, any value coding) or .mha/.mhd/.nrrd.
 
-    Raises ``OSError``/``ValueError`` (with the reason) when the file cannot be read."""
+    Sizes are checked from the header first (``survfusion.limits``); the first level of at most
+    ``max_pixels`` is read, else the smallest level is streamed and max-pooled (at most
+    ``MAX_MASK_READ_PIXELS``). Non-zero is tissue; NaN is not. A colour (multi-channel) mask counts
+    any non-zero channel and adds a line to ``notes``. Raises ``OSError``/``ValueError`` (with the
+    reason) when the file cannot be read or is over a limit."""
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
+        check_tiff_limits(path, f"tissue mask {path.name}")
         with tifffile.TiffFile(path) as tif:
             levels = tif.series[0].levels
             small = [lvl for lvl in levels if np.prod(lvl.shape[:2]) <= max_pixels]
-            data = small[0].asarray() if small else _max_pooled(levels[-1].keyframe, max_pixels)
+            if small:
+                data = small[0].asarray()
+            elif np.prod(levels[-1].shape[:2], dtype=np.float64) <= MAX_MASK_READ_PIXELS:
+                data = _max_pooled(levels[-1].keyframe, max_pixels)
+            else:
+                raise ValueError(
+                    f"its smallest level has more than {MAX_MASK_READ_PIXELS:,} pixels (the reading limit)"
+                )
     else:
-        import SimpleITK as sitk
-
-        data = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        data = _read_itk(path)
     data = np.squeeze(np.asarray(data))
     if data.ndim == 3:  # colour mask: tissue where any channel is non-zero
-        data = data.any(axis=-1)
+        if notes is not None:
+            notes.append(
+                f"tissue mask {path.name} has {data.shape[-1]} colour channels (a binary mask has one); "
+                "tissue taken where any channel is non-zero"
+            )
+        data = _tissue_values(data).any(axis=-1)
     if data.ndim != 2:
         raise ValueError(f"expected a 2-D mask, got shape {data.shape}")
+    return _tissue_values(data)
+
+
+def _tissue_values(data: np.ndarray) -> np.ndarray:
+    """Non-zero and, for floating-point masks, finite: a NaN background is not tissue."""
+    if np.issubdtype(data.dtype, np.floating):
+        return np.isfinite(data) & (data != 0)
     return data != 0
+
+
+def _read_itk(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    if max(size) > MAX_SIDE_PX or np.prod(size, dtype=np.float64) > MAX_MASK_READ_PIXELS:
+        raise ValueError(f"size {' x '.join(map(str, size))} exceeds the limits for a mask")
+    return sitk.GetArrayFromImage(reader.Execute())
 
 
 def _max_pooled(page, max_pixels: int) -> np.ndarray:
@@ -128,28 +168,47 @@ def otsu_tissue(slide: Slide, max_px: int = 2048) -> TissueMask:
 
 
 def find_tissue(slide: Slide, mask_path: str | os.PathLike | None) -> tuple[TissueMask, list[str]]:
-    """The slide's tissue from its mask file, or from Otsu with a warning that says why."""
+    """The slide's tissue from its mask file, or from Otsu with a warning that says why.
+
+    A mask problem never drops the slide: an unreadable, oversized or empty mask falls back to Otsu.
+    A mask that calls (almost) everything tissue where the slide is mostly background, or a colour
+    mask, is kept with a warning: it may be the wrong file."""
     w0, h0 = slide.dimensions
     if mask_path is None:
         reason = "no tissue mask given"
     elif not Path(mask_path).is_file():
-        reason = f"tissue mask {mask_path} not found"
+        reason = f"tissue mask {Path(mask_path).name} not found"
     else:
+        notes: list[str] = []
         try:
-            mask = read_mask(mask_path)
+            mask = read_mask(mask_path, notes=notes)
         except (OSError, ValueError, RuntimeError, KeyError, IndexError, MemoryError) as err:
             # Reading the mask is CPU-only work on the input's bytes: every failure is the mask's, and a
             # mask problem never drops the slide (Otsu stands in).
-            reason = f"tissue mask {mask_path} unreadable ({type(err).__name__}: {err})"
+            reason = f"tissue mask {Path(mask_path).name} unreadable ({type(err).__name__}: {err})"
         else:
             if mask.any():
-                warnings = []
-                aspect_mask, aspect_slide = mask.shape[1] / mask.shape[0], w0 / h0
-                if abs(aspect_mask / aspect_slide - 1) > 0.05:
-                    warnings.append(
-                        f"tissue mask {mask_path}: aspect ratio {aspect_mask:.3f} differs from the "
-                        f"slide's {aspect_slide:.3f}; aligned by physical extent anyway"
-                    )
-                return TissueMask(mask, mask.shape[1] / w0, mask.shape[0] / h0, "mask"), warnings
-            reason = f"tissue mask {mask_path} is empty (no non-zero pixel)"
+                doubts = _mask_doubts(slide, mask, Path(mask_path).name)
+                return TissueMask(mask, mask.shape[1] / w0, mask.shape[0] / h0, "mask"), [*notes, *doubts]
+            reason = f"tissue mask {Path(mask_path).name} is empty (no non-zero pixel)"
     return otsu_tissue(slide), [f"{reason}; using Otsu tissue detection on a thumbnail instead"]
+
+
+def _mask_doubts(slide: Slide, mask: np.ndarray, name: str) -> list[str]:
+    w0, h0 = slide.dimensions
+    doubts = []
+    aspect_mask, aspect_slide = mask.shape[1] / mask.shape[0], w0 / h0
+    if abs(aspect_mask / aspect_slide - 1) > 0.05:
+        doubts.append(
+            f"tissue mask {name}: aspect ratio {aspect_mask:.3f} differs from the slide's "
+            f"{aspect_slide:.3f}; aligned by physical extent anyway"
+        )
+    covered = float(mask.mean())
+    if covered >= ALL_TISSUE:
+        seen = float(otsu_tissue(slide).mask.mean())
+        if seen < MOSTLY_BACKGROUND:
+            doubts.append(
+                f"tissue mask {name} marks {covered:.0%} of the slide as tissue while the slide looks "
+                f"{1 - seen:.0%} background (Otsu); is it the tissue mask? used as given"
+            )
+    return doubts
