@@ -166,7 +166,8 @@ def find_case_files(input_dir: str | os.PathLike) -> CaseFiles:
     found = {slug: _candidates(input_dir, slug, declared, notes, warnings) for slug in DEFAULT_PATHS}
     wsi, mask = _pick_pair(found[WSI_SLUG], found[MASK_SLUG], input_dir, warnings)
     first = {slug: (paths[0] if paths else None) for slug, paths in found.items()}
-    return CaseFiles(wsi, mask, first[RNA_SLUG], first[CLINICAL_SLUG], notes, warnings)
+    unique = list(dict.fromkeys(warnings))  # a refused file seen through two paths is said once
+    return CaseFiles(wsi, mask, first[RNA_SLUG], first[CLINICAL_SLUG], notes, unique)
 
 
 def format_months(months: float) -> bytes:

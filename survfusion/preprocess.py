@@ -17,8 +17,15 @@ from importlib import resources
 import numpy as np
 
 from survfusion.errors import UserError
+from survfusion.limits import RNA_ABSOLUTE_MAX, RNA_MAX_FACTOR
 
 LABEL_FIELDS = ("Time_to_prog_or_FUend", "progression")
+
+# Valid ranges of the numeric clinical fields, from clinical sense and the training statistics of the
+# schema (age 68.9 +- 9.0 years; 19.2 +- 9.3 BCG instillations). A value outside is treated as
+# missing (the training mean), with a warning: -5 years or 1e30 instillations are typing errors, and
+# standardised they would dominate the risk. Any other numeric field: the training mean +- 10 sd.
+NUMERIC_RANGES = {"age": (18.0, 110.0), "no_instillations": (0.0, 100.0)}
 
 
 def _resource(name: str):
@@ -62,6 +69,12 @@ def _as_number(value) -> float | None:
     else:
         return None
     return out if math.isfinite(out) else None
+
+
+def _short(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a warning quotes a value, never a whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _as_category(value) -> str | None:
@@ -121,9 +134,16 @@ class ClinicalEncoder:
         warnings: list[str] = []
         for i, (name, (mean, std)) in enumerate(self.numeric.items()):
             value = _as_number(record.get(name))
+            low, high = NUMERIC_RANGES.get(name, (mean - 10 * std, mean + 10 * std))
             if value is None:
-                why = "missing" if name not in record else f"not a number ({record[name]!r})"
+                why = "missing" if name not in record else f"not a number ({_short(record[name])})"
                 warnings.append(f"clinical: {name} {why}; using the training mean {mean:.4g}")
+                value = mean
+            elif not low <= value <= high:
+                warnings.append(
+                    f"clinical: {name}={value:.6g} outside its valid range [{low:g}, {high:g}]; "
+                    f"using the training mean {mean:.4g}"
+                )
                 value = mean
             out[i] = (value - mean) / std
         offset = len(self.numeric)
@@ -133,7 +153,7 @@ class ClinicalEncoder:
                 warnings.append(f"clinical: {name} missing; encoded as all zeros")
             elif value not in cats:
                 warnings.append(
-                    f"clinical: {name}={record[name]!r} is not a known category "
+                    f"clinical: {name}={_short(record[name])} is not a known category "
                     f"({', '.join(cats)}); encoded as all zeros"
                 )
             else:
@@ -171,17 +191,40 @@ class ClinicalEncoder:
 class RnaVectorizer:
     """Gene-symbol -> expression object into a fixed-order vector.
 
-    A missing gene, or a value that is not a finite number, becomes 0; genes outside the order are
-    ignored; each kind is counted in one warning line. ``log1p`` (off by default, as in the paper)
-    applies ``log(1 + x)`` after the repairs, with negative values clipped to 0 first.
+    Repairs, each kind counted in one warning line: a missing gene, or a value that is not a finite
+    number, becomes 0; a negative value becomes 0 (DESeq2-normalised expression is never negative); a
+    value above ``RNA_MAX_FACTOR`` (100) times the gene's largest training value (``train_max``; at
+    least 1) is clipped to that bound, or above ``RNA_ABSOLUTE_MAX`` when the vectorizer has no
+    training maxima (bundles from before they were stored); genes outside the order are ignored.
+    ``log1p`` (off by default, as in the paper) applies ``log(1 + x)`` after the repairs.
     """
 
-    def __init__(self, genes: Sequence[str] | None = None, *, log1p: bool = False) -> None:
+    def __init__(
+        self,
+        genes: Sequence[str] | None = None,
+        *,
+        log1p: bool = False,
+        train_max: Sequence[float] | None = None,
+    ) -> None:
         self.genes = list(reference_genes() if genes is None else genes)
         if len(set(self.genes)) != len(self.genes):
             raise UserError("RNA: the gene order contains duplicates")
         self.log1p = bool(log1p)
         self._index = {g: i for i, g in enumerate(self.genes)}
+        self.train_max = None if train_max is None else np.asarray(train_max, dtype=np.float64)
+        if self.train_max is not None and (
+            self.train_max.shape != (len(self.genes),) or not np.isfinite(self.train_max).all()
+        ):
+            raise UserError(f"RNA: train_max must be {len(self.genes)} finite numbers")
+        self._bound = (
+            np.full(len(self.genes), RNA_ABSOLUTE_MAX)
+            if self.train_max is None
+            else RNA_MAX_FACTOR * np.maximum(self.train_max, 1.0)
+        )
+
+    def with_train_max(self, raw: np.ndarray) -> RnaVectorizer:
+        """This vectorizer with the per-gene maxima of ``raw`` (training rows x this order's genes)."""
+        return RnaVectorizer(self.genes, log1p=self.log1p, train_max=np.asarray(raw, np.float64).max(axis=0))
 
     @property
     def dim(self) -> int:
@@ -204,7 +247,7 @@ class RnaVectorizer:
             if number is None:
                 bad += 1
                 continue
-            if number < 0 and self.log1p:
+            if number < 0:
                 negative += 1
                 number = 0.0
             out[i] = number
@@ -217,7 +260,12 @@ class RnaVectorizer:
         if bad:
             warnings.append(f"RNA: {bad} of {n} values not finite numbers (NaN, inf, text); set to 0")
         if negative:
-            warnings.append(f"RNA: {negative} negative values clipped to 0 before log1p")
+            warnings.append(f"RNA: {negative} negative values set to 0 (normalised expression is >= 0)")
+        too_large = out > self._bound
+        if too_large.any():
+            basis = "100x the gene's largest training value" if self.train_max is not None else "1e7"
+            warnings.append(f"RNA: {int(too_large.sum())} values above {basis}; clipped to that bound")
+            out = np.minimum(out, self._bound)
         if extra:
             warnings.append(f"RNA: {extra} genes not in the CHIMERA gene order; ignored")
         if self.log1p:
@@ -229,11 +277,14 @@ class RnaVectorizer:
         return sum(1 for g, v in expression.items() if g in self._index and _as_number(v) is not None)
 
     def to_dict(self) -> dict:
-        return {"log1p": self.log1p, "genes": self.genes}
+        out = {"log1p": self.log1p, "genes": self.genes}
+        if self.train_max is not None:
+            out["train_max"] = self.train_max.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> RnaVectorizer:
         try:
-            return cls(d["genes"], log1p=d["log1p"])
+            return cls(d["genes"], log1p=d["log1p"], train_max=d.get("train_max"))
         except (KeyError, TypeError) as err:
             raise UserError(f"RNA vectorizer: malformed description ({err!r})") from None

@@ -102,11 +102,13 @@ class Trainer:
         self.train_idx, self.val_idx = train_idx, val_idx
         self.clinical = ClinicalEncoder.fit([data.clinical[i] for i in train_idx])
         self.clin_x = torch.from_numpy(np.stack([self.clinical.transform(r).values for r in data.clinical]))
-        genes = reference_genes()
-        if cfg.rna_top_genes:  # chosen on the training patients only
-            raw, _ = data.rna_matrix(RnaVectorizer(genes))
-            genes = _select_genes(raw, genes, train_idx, cfg.rna_top_genes)
-        self.rna = RnaVectorizer(genes, log1p=cfg.rna_log1p)
+        all_genes = reference_genes()
+        raw, _ = data.rna_matrix(RnaVectorizer(all_genes))
+        genes = _select_genes(raw, all_genes, train_idx, cfg.rna_top_genes)  # on training patients only
+        position = {g: i for i, g in enumerate(all_genes)}
+        columns = [position[g] for g in genes]
+        # The training maxima bound implausible values at inference (RnaVectorizer).
+        self.rna = RnaVectorizer(genes, log1p=cfg.rna_log1p).with_train_max(raw[train_idx][:, columns])
         rna_x, self.rna_warnings = data.rna_matrix(self.rna)
         self.rna_x = torch.from_numpy(rna_x)
         self.time = torch.tensor(data.time_months, dtype=torch.float32)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import ROOT, ROWS, case, check
+from cases import HOSTILE, ROOT, ROWS, case, check
 from helpers import make_model_dir
 from safetensors.torch import load_file, save_file
 
@@ -244,3 +244,19 @@ def test_byte_identical_repeat(capsys, scratch, model_dir, clean):
     first = run_inference(capsys, clean[0], model_dir, out=scratch / "rep1")
     second = run_inference(capsys, clean[0], model_dir, out=scratch / "rep2")
     assert first.output == second.output and np.isfinite(months(first))
+
+
+@pytest.mark.parametrize(("name", "mutate", "code", "needles", "same"), HOSTILE, ids=[r[0] for r in HOSTILE])
+def test_hostile_inputs(capsys, scratch, model_dir, clean, name, mutate, code, needles, same):
+    """Each variant: the exact outcome, never file content in the log, and --strict fails on it."""
+    path = case(scratch, "hostile " + name, mutate)
+    run = run_inference(capsys, path, model_dir, out=scratch / f"{path.name}-out")
+    check(run, code, needles)
+    assert "root:" not in run.stderr  # /etc/passwd never reaches the log
+    if same:
+        assert months(run) == clean[1], run.stderr
+    if needles:
+        strict = run_inference(capsys, path, model_dir, "--strict", out=scratch / f"{path.name}-strict")
+        assert strict.returncode == 1 and "--strict" in strict.stderr.strip().splitlines()[-1]
+    else:
+        assert "warning" not in run.stderr, run.stderr
