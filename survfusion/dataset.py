@@ -17,6 +17,7 @@ import torch
 
 from survfusion.errors import UserError
 from survfusion.features import read_features
+from survfusion.fileio import read_json
 from survfusion.preprocess import RnaVectorizer
 from survfusion.request import FeatureRequest
 
@@ -50,10 +51,8 @@ class CohortData:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not readable JSON ({err})") from None
+    """A cohort's RNA or clinical file, through the same bounded reader as the container's."""
+    return read_json(path, f"{Path(path).parent.name} {Path(path).stem}").value
 
 
 def read_outcomes(cohort: str | os.PathLike) -> list[dict]:
