@@ -76,7 +76,6 @@ def _software() -> dict:
     import lifelines
     import safetensors
     import sksurv
-    import torchsurv
 
     return {
         "survfusion": survfusion.__version__,
@@ -86,7 +85,6 @@ def _software() -> dict:
         "safetensors": safetensors.__version__,
         "lifelines": lifelines.__version__,
         "scikit-survival": sksurv.__version__,
-        "torchsurv": torchsurv.__version__,
     }
 
 

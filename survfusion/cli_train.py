@@ -14,11 +14,16 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--features", required=True)
     p.add_argument("--model", help="registered model name (python -m survfusion models)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--config", help="JSON/YAML file overriding any TrainConfig setting")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="JSON/YAML file overriding any TrainConfig setting; repeat it to layer files (later wins)",
+    )
     p.add_argument("--max-epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--folds", type=int, help="k-fold cross-validation instead of one 85:15 split")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("evaluate", help="score a bundle on a cohort: tables and figures")
@@ -51,7 +56,9 @@ def run_train(args: argparse.Namespace) -> int:
     from survfusion.dataset import load_cohort
     from survfusion.train import TrainConfig, read_config_file, run_cross_validation, run_training
 
-    overrides = read_config_file(args.config) if args.config else {}
+    overrides = {}
+    for path in args.config:
+        overrides.update(read_config_file(path))
     for key in ("model", "max_epochs", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)

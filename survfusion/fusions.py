@@ -15,7 +15,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from survfusion.models import HIST_DIM, RNA_DIM, Embeddings, ModelDims, SurvivalModel, register
+from survfusion.models import (
+    HIST_DIM,
+    RNA_DIM,
+    Embeddings,
+    LowRankBilinear,
+    ModelDims,
+    SurvivalModel,
+    register,
+)
 
 _DIMS = {"hist": HIST_DIM, "rna": RNA_DIM}
 
@@ -112,3 +120,30 @@ for _name, _uses in {
     "ABMIL_Hist_Clin": ("hist", "clinical"),
 }.items():
     register(_name)(type(_name, (ConcatSurv,), {"uses": _uses, "__doc__": f"Ablation: {', '.join(_uses)}."}))
+
+
+class PairSurv(SurvivalModel):
+    """Two modalities through one low-rank bilinear pair, as the reference code's ablations do:
+    ``risk = Linear(out(f1(a) * f2(b)))`` with the pair's width in ABMIL_Surv_PG (hist x rna -> 64,
+    hist x clinical -> 32)."""
+
+    pair: tuple[str, str, int] = ("hist", "rna", 64)
+
+    def __init__(self, dims: ModelDims) -> None:
+        super().__init__(dims)
+        a, b, width = self.pair
+        self.bilinear = LowRankBilinear(_width(a, dims), _width(b, dims), dims.rank, width)
+        self.head = nn.Linear(width, 1)
+
+    def fuse(self, emb: Embeddings) -> torch.Tensor:
+        parts = {"hist": emb.hist, "rna": emb.rna, "clinical": emb.clinical}
+        a, b, _ = self.pair
+        return self.head(self.bilinear(parts[a], parts[b])).squeeze(-1)
+
+
+for _name, _pair in {
+    "ABMIL_Hist_RNA_PG": ("hist", "rna", 64),
+    "ABMIL_Hist_Clin_PG": ("hist", "clinical", 32),
+}.items():
+    _doc = f"Ablation: {_pair[0]} x {_pair[1]} through one bilinear pair (the reference code's)."
+    register(_name)(type(_name, (PairSurv,), {"uses": _pair[:2], "pair": _pair, "__doc__": _doc}))

@@ -1,5 +1,6 @@
-"""Survival statistics from well-kept libraries: Cox loss (torchsurv), C-index (scikit-survival),
-Kaplan-Meier (lifelines). Thin wrappers that fix the conventions this project relies on.
+"""Survival statistics: the Cox loss (computed here, stably, checked against lifelines and
+scikit-survival), the C-index (scikit-survival) and Kaplan-Meier (lifelines), with the conventions
+this project relies on.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from lifelines import KaplanMeierFitter
 from sksurv.exceptions import NoComparablePairException
 from sksurv.metrics import concordance_index_censored
 
-with warnings.catch_warnings():  # torchsurv's import touches the deprecated torch.jit.script
-    warnings.simplefilter("ignore", FutureWarning)
-    from torchsurv.loss.cox import neg_partial_log_likelihood
-
 
 def cox_loss(
     risk: torch.Tensor,
@@ -26,7 +23,7 @@ def cox_loss(
     ties: str = "efron",
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Negative Cox partial log-likelihood of the log-risks ``risk``.
+    """Negative Cox partial log-likelihood of the log-risks ``risk``, computed stably.
 
     With risk sets ``R(t) = {j : T_j >= t}``, distinct event times ``t_k``, their ``d_k`` events
     ``H_k``, ``S_k = sum_{j in R(t_k)} exp(r_j)`` and ``E_k = sum_{i in H_k} exp(r_i)``:
@@ -34,15 +31,18 @@ def cox_loss(
     - Breslow: ``pll = sum_k [ sum_{i in H_k} r_i - d_k log S_k ]``
     - Efron:   ``pll = sum_k [ sum_{i in H_k} r_i - sum_{l=0}^{d_k-1} log(S_k - l/d_k E_k) ]``
 
-    Both are computed by ``torchsurv.loss.cox.neg_partial_log_likelihood`` (which works in float32
-    internally). ``reduction="mean"`` divides ``-pll`` by the number of events (torchsurv's own mean
-    is over distinct event times); ``"sum"`` returns ``-pll``. A batch without any event has no
-    likelihood term: the result is an exact 0 that stays on ``risk``'s autograd graph (zero
-    gradients), so a training loop with batch size 2 never sees NaN or an exception; so does a
-    batch of one patient (its only term is ``log(e^r / e^r) = 0``).
+    Evaluated in float64 as ``log S_k = logsumexp_{j in R(t_k)} r_j`` and
+    ``log(S_k - l/d_k E_k) = log S_k + log1p(-(l/d_k) exp(log E_k - log S_k))``, where
+    ``E_k <= S_k`` keeps the ``log1p`` argument above ``-1``: no exponential can overflow or
+    underflow to a NaN or an infinite loss, whatever the scale of the risks. The likelihood is
+    invariant to adding one constant to every risk, and so is this computation (the batch maximum is
+    subtracted first). ``reduction="mean"`` divides ``-pll`` by the number of events; ``"sum"``
+    returns ``-pll``. A batch without any event has no likelihood term: the result is an exact 0
+    that stays on ``risk``'s autograd graph (zero gradients), so a training loop with batch size 2
+    never sees NaN or an exception; so does a batch of one patient.
 
     Args:
-        risk: log relative hazards ``(B,)``.
+        risk: log relative hazards ``(B,)``; the result has their dtype.
         time: event or censoring times ``(B,)``.
         event: event indicators ``(B,)``, bool or 0/1.
     """
@@ -52,7 +52,7 @@ def cox_loss(
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     risk = risk.reshape(-1)
     event = event.reshape(-1).to(device=risk.device, dtype=torch.bool)
-    time = time.reshape(-1).to(device=risk.device, dtype=risk.dtype)
+    time = time.reshape(-1).to(device=risk.device, dtype=torch.float64)
     if not (risk.shape == time.shape == event.shape):
         raise ValueError(
             f"risk, time, event: expected equal lengths, got {risk.shape[0]}, {time.shape[0]}, "
@@ -63,12 +63,27 @@ def cox_loss(
     n_events = int(event.sum())
     if n_events == 0 or risk.numel() < 2:  # no term, or only log(e^r / e^r) = 0
         return (risk * 0.0).sum()
-    with warnings.catch_warnings():
-        # torchsurv warns on every batch with tied times; ties are expected here (monthly follow-up).
-        warnings.simplefilter("ignore", UserWarning)
-        total = neg_partial_log_likelihood(risk, event, time, ties_method=ties, reduction="sum")
-    total = total.to(risk.dtype)
-    return total / n_events if reduction == "mean" else total
+    r = risk.to(torch.float64)
+    r = r - r.max().detach()
+    event_times = torch.unique(time[event])  # (K,)
+    at_risk = time[None, :] >= event_times[:, None]  # (K, B)
+    hit = event[None, :] & (time[None, :] == event_times[:, None])  # (K, B): the events H_k
+    log_s = torch.logsumexp(r[None, :].masked_fill(~at_risk, float("-inf")), dim=1)
+    d = hit.sum(dim=1)
+    events_r = (r[None, :] * hit).sum(dim=1)
+    if ties == "breslow":
+        log_terms = d * log_s
+    else:
+        log_e = torch.logsumexp(r[None, :].masked_fill(~hit, float("-inf")), dim=1)
+        ratio = torch.exp(log_e - log_s)  # E_k / S_k in (0, 1]
+        steps = torch.arange(int(d.max()), device=r.device, dtype=torch.float64)
+        frac = steps[None, :] / d[:, None]  # l / d_k, (K, max d)
+        used = steps[None, :] < d[:, None]
+        corr = torch.log1p(-(frac * ratio[:, None]).masked_fill(~used, 0.0))
+        log_terms = d * log_s + corr.sum(dim=1)
+    total = -(events_r - log_terms).sum()
+    total = total / n_events if reduction == "mean" else total
+    return total.to(risk.dtype)
 
 
 def concordance_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:

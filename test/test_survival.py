@@ -165,3 +165,48 @@ def test_kaplan_meier_equals_sksurv_on_real_data():
     np.testing.assert_allclose(km.time_months[1:], t_ref)
     np.testing.assert_allclose(km.survival[1:], s_ref, rtol=1e-12)
     assert km.max_follow_up == y["lenfol"].max()
+
+
+def test_loss_is_finite_where_float32_exponentials_overflow():
+    """The examples of issue 10: NaN and -inf with torchsurv's float32 Efron path."""
+    for risks in ([100.0, 50.0], [-291.0, -229.0], [1000.0, -1000.0]):
+        risk = torch.tensor(risks, requires_grad=True)
+        loss = cox_loss(risk, torch.tensor([5.0, 5.0]), torch.tensor([1, 1]))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(risk.grad).all(), (risks, loss, risk.grad)
+        shifted = cox_loss(torch.tensor(risks) - risks[0], torch.tensor([5.0, 5.0]), torch.tensor([1, 1]))
+        assert loss.item() == pytest.approx(shifted.item(), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("ties", ["efron", "breslow"])
+def test_rossi_with_a_large_offset_still_equals_lifelines(rossi_fit, ties):
+    df, cph, log_hz = rossi_fit
+    args = (torch.tensor(df["week"].to_numpy(float)), torch.tensor(df["arrest"].to_numpy(bool)))
+    plain = cox_loss(torch.tensor(log_hz), *args, ties=ties, reduction="sum")
+    offset = cox_loss(torch.tensor(log_hz + 250.0), *args, ties=ties, reduction="sum")
+    assert offset.item() == pytest.approx(plain.item(), rel=1e-12)
+    if ties == "efron":
+        assert offset.item() == pytest.approx(-cph.log_likelihood_, rel=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-50, 50), st.integers(1, 6), st.booleans()), min_size=2, max_size=12),
+    st.floats(-1000, 1000),
+    st.sampled_from(["efron", "breslow"]),
+)
+def test_loss_with_ties_is_finite_and_shift_invariant(rows, shift, ties):
+    """Monthly follow-up makes ties common; risks of any scale give a finite loss and gradient, the
+    same as the unshifted batch's."""
+    risk0 = torch.tensor([r for r, _, _ in rows], dtype=torch.float32)
+    time = torch.tensor([float(t) for _, t, _ in rows])
+    event = torch.tensor([e for _, _, e in rows])
+    risk = (risk0 + shift).requires_grad_(True)
+    loss = cox_loss(risk, time, event, ties=ties)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(risk.grad).all()
+    reference = cox_loss(risk0.double(), time, event, ties=ties)
+    # float32 risks carry ~6e-8 relative error of the shifted values (up to 1e3): compare at that scale
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-4, abs=1e-3)
+    if event.any():
+        assert loss.item() >= 0.0  # each term is -log of a probability

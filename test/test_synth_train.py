@@ -172,3 +172,52 @@ def test_cross_validation_writes_every_fold(small, tmp_path):
     summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert summary["folds"] == 3 and len(summary["per_fold"]) == 3
     assert all((tmp_path / "cv" / f"fold_{k}" / "bundle" / "manifest.json").is_file() for k in range(3))
+
+
+def test_reference_code_recipe_options(small, tmp_path):
+    """configs/reference-code.json runs (layered over the test's fast settings), and each option does
+    what its name says."""
+    from pathlib import Path
+
+    from survfusion.train import TrainConfig, Trainer, xavier_normal_init
+
+    _, cohort, feats, _ = small
+    ref = Path(__file__).resolve().parents[1] / "configs" / "reference-code.json"
+    fast = tmp_path / "short.json"
+    fast.write_text(json.dumps({"max_epochs": 3, "min_epochs": 3, "rna_top_genes": 64}))
+    assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--out", str(tmp_path / "ref"),
+                 "--config", str(ref), "--config", str(fast), "--device", "auto"]) == 0  # fmt: skip
+    resolved = json.loads((tmp_path / "ref" / "config.json").read_text())
+    assert (
+        resolved["sampler"] == "event_balanced" and resolved["max_epochs"] == 3 and resolved["seed"] == 2021
+    )
+    assert json.loads((tmp_path / "ref" / "metrics.json").read_text())["epochs_run"] == 3  # min_epochs held
+
+    data = load_cohort(cohort, feats)
+    train_idx, val_idx = stratified_split(strata_of(data), val_fraction=0.25, seed=0)
+    cfg = TrainConfig(rna_top_genes=64, sampler="event_balanced", seed=1)
+    trainer = Trainer(data, cfg, train_idx, val_idx)
+    draws = np.concatenate([trainer.epoch_order() for _ in range(400)])
+    assert set(draws) <= set(train_idx)
+    assert data.event[draws].mean() == pytest.approx(0.5, abs=0.03)  # events are half of every epoch
+    torch_model = trainer.model
+    xavier_normal_init(torch_model)
+    linear = [m for m in torch_model.modules() if m.__class__.__name__ == "Linear"]
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in linear)
+    big = max(linear, key=lambda m: m.weight.numel())
+    fan_out, fan_in = big.weight.shape
+    assert float(big.weight.detach().std()) == pytest.approx((2.0 / (fan_in + fan_out)) ** 0.5, rel=0.02)
+    with pytest.raises(Exception, match="sampler must be one of"):
+        TrainConfig(sampler="magic")
+
+
+def test_ties_in_validation_c_index_keep_the_later_epoch_when_asked(small, tmp_path, monkeypatch):
+    import survfusion.train as train_mod
+
+    monkeypatch.setattr(train_mod, "concordance_index", lambda t, e, r: 0.5)  # every epoch ties
+    for tie_break, best in (("earlier", 1), ("later", 4)):
+        out = tmp_path / tie_break
+        cfg = tmp_path / f"{tie_break}.json"
+        cfg.write_text(json.dumps({"tie_break": tie_break, "patience": 10}))
+        assert _train(small, out, "--config", str(cfg)) == 0
+        assert json.loads((out / "metrics.json").read_text())["best_epoch"] == best
