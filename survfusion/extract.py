@@ -42,12 +42,7 @@ def feature_request(encoder: TileEncoder, cfg: ExtractConfig) -> FeatureRequest:
         encoder=encoder.name,
         weights_sha256=encoder.weights_sha256,
         precision=encoder.precision,
-        target_spacing_um=cfg.target_spacing_um,
-        tile_px=cfg.tile_px,
-        min_tissue=cfg.min_tissue,
-        tolerance=cfg.tolerance,
-        spacing_override_um=cfg.spacing_override_um,
-        max_tiles=cfg.max_tiles,
+        **cfg.tiling(),
     )
 
 

@@ -19,6 +19,15 @@ from survfusion.errors import UserError
 from survfusion.geometry import DEFAULT_TARGET_SPACING_UM, DEFAULT_TILE_PX, DEFAULT_TOLERANCE
 
 DEFAULT_MIN_TISSUE = 0.25
+# The ExtractConfig settings that change a feature file's numbers: each is also a FeatureRequest field.
+TILING_FIELDS = (
+    "target_spacing_um",
+    "tile_px",
+    "min_tissue",
+    "tolerance",
+    "spacing_override_um",
+    "max_tiles",
+)
 
 
 @dataclass(frozen=True)
@@ -40,15 +49,11 @@ class ExtractConfig:
     @classmethod
     def from_request(cls, request: FeatureRequest, **runtime) -> ExtractConfig:
         """The tiling settings of ``request`` with the given runtime settings (batch size, threads)."""
-        return cls(
-            target_spacing_um=request.target_spacing_um,
-            tile_px=request.tile_px,
-            min_tissue=request.min_tissue,
-            tolerance=request.tolerance,
-            spacing_override_um=request.spacing_override_um,
-            max_tiles=request.max_tiles,
-            **runtime,
-        )
+        return cls(**{name: getattr(request, name) for name in TILING_FIELDS}, **runtime)
+
+    def tiling(self) -> dict:
+        """The settings that change the numbers (``TILING_FIELDS``), for a ``FeatureRequest``."""
+        return {name: getattr(self, name) for name in TILING_FIELDS}
 
 
 REQUEST_ATTR = "feature_request"

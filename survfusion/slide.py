@@ -32,7 +32,7 @@ import tifffile
 
 from survfusion.errors import UserError
 from survfusion.limits import MAX_SIDE_PX, THUMBNAIL_BAND_BYTES
-from survfusion.tiffheader import ImageLimitError, check_tiff_limits
+from survfusion.tiffheader import ImageLimitError, check_tiff_limits, jpeg_size
 
 # TIFF ResolutionUnit -> micrometres per unit (4 and 5 are common non-standard extensions).
 _UM_PER_UNIT = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
@@ -177,8 +177,12 @@ class TiffSlide(Slide):
             return None
         try:
             data = os.pread(self._fd, count, page.dataoffsets[index])
+            if page.compression in (6, 7):  # JPEG: its own header sizes the decoder's output
+                self._check_jpeg(data, page, index)
             arr, _, _ = page.decode(data, index, jpegtables=page.jpegtables, _fullsize=True)
             return arr.reshape(arr.shape[-3:])[..., :3]  # (th, tw, 3): drop alpha
+        except SlideError:
+            raise
         except (RuntimeError, ValueError, TypeError, KeyError, IndexError, OSError) as err:
             # Decoding one stored tile's bytes on the CPU: any failure is the file's (imagecodecs'
             # codec errors are RuntimeErrors). Device faults cannot arise here.
@@ -186,6 +190,15 @@ class TiffSlide(Slide):
                 f"slide {self.path}: stored tile {index} of a level cannot be decoded "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
             ) from None
+
+    def _check_jpeg(self, data: bytes, page, index: int) -> None:
+        size = jpeg_size(data)
+        tw, th = _segment_shape(page)
+        if size is not None and (size[0] > tw or size[1] > th):
+            raise SlideError(
+                f"slide {self.path.name}: stored tile {index} claims {size[0]:,} x {size[1]:,} px in its "
+                f"JPEG header, more than the TIFF's {tw} x {th} tile; not decoded"
+            )
 
     def _decoded(self, level: int, indices: list[int]) -> dict[int, np.ndarray | None]:
         """Segments of ``level`` by index: from the LRU cache, the rest decoded in parallel."""

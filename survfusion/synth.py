@@ -394,15 +394,11 @@ def write_untrained_model(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     patients = make_patients(40, seed=seed + 5)
-    cfg = ExtractConfig()
     request = FeatureRequest(
         encoder=encoder,
         weights_sha256=sha256_file(encoder_weights),
         precision=precision,
-        target_spacing_um=cfg.target_spacing_um,
-        tile_px=cfg.tile_px,
-        min_tissue=cfg.min_tissue,
-        tolerance=cfg.tolerance,
+        **ExtractConfig().tiling(),
     )
     genes = reference_genes()[:n_genes]
     model = build_model("ABMIL_Surv_PG", feat_dim=encoder_spec(encoder).embed_dim, rna_dim=len(genes))

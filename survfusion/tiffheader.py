@@ -175,3 +175,35 @@ def check_tiff_limits(path: str | os.PathLike, what: str) -> list[PageHeader]:
         if p.segments > MAX_SEGMENTS:
             raise ImageLimitError(f"{what}: {p.segments:,} stored tiles in one page (limit {MAX_SEGMENTS:,})")
     return pages
+
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG stream's start-of-frame marker, or None if it has none.
+
+    A TIFF's tile size says nothing about the JPEG inside it: a 5 kB tile whose frame header claims
+    60,000 x 60,000 px makes the decoder allocate 10 GiB before it finds the data missing. Walking
+    the marker segments to the frame header costs microseconds."""
+    i, n = 2, len(data)
+    if data[:2] != b"\xff\xd8":
+        return None
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _SOF_MARKERS and i + 9 <= n:
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
+            return None
+        i += 2 + length
+    return None

@@ -269,6 +269,44 @@ def mask_huge_header(path: Path) -> None:
     craft_tiff(mask(path), width=10**6, length=10**6, tile=4096, samples=1)
 
 
+def point_tiles_at(path: Path, payload: bytes, compression: str) -> None:
+    """A 2,048^2 px slide (512-px tiles, ``compression``) whose every stored tile is ``payload``."""
+    import struct
+
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((2048, 2048, 3), np.uint8), tile=(512, 512), compression=compression,
+                     photometric="rgb", resolution=(40000, 40000), resolutionunit="CENTIMETER")  # fmt: skip
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        offsets, counts = tags["TileOffsets"], tags["TileByteCounts"]
+        n = len(tif.pages[0].dataoffsets)
+    for tag, value in ((offsets, len(data)), (counts, len(payload))):
+        fmt = "<" + ("Q" if tag.dtype == 16 else "I" if tag.dtype == 4 else "H") * n
+        struct.pack_into(fmt, data, tag.valueoffset, *([value] * n))
+    path.write_bytes(bytes(data + payload))
+
+
+def jpeg_frame_bomb(path: Path) -> None:
+    """Every tile a 5 kB JPEG whose frame header claims 60,000^2 px (10 GiB for the decoder)."""
+    import imagecodecs
+
+    jpeg = bytearray(imagecodecs.jpeg8_encode(np.full((512, 512, 3), 200, np.uint8), level=90))
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
+    point_tiles_at(wsi(path), bytes(jpeg), "jpeg")
+
+
+def deflate_bomb(path: Path) -> None:
+    """Every tile a 1 MB deflate stream of 1 GiB of zeros."""
+    import zlib
+
+    packer = zlib.compressobj(9)
+    stream = b"".join(packer.compress(bytes(64 << 20)) for _ in range(16)) + packer.flush()
+    point_tiles_at(wsi(path), stream, "zlib")
+
+
 def two_slides(path: Path) -> None:
     """A second slide (blank) and its mask next to the case's own, named to sort after them."""
     for folder, source in ((WSI_DIR, wsi(path)), (MASK_DIR, mask(path))):
@@ -299,6 +337,8 @@ def wsi_links_outside(path: Path) -> None:
 HOSTILE = [
     ("WSI: one 65536^2 RGBA tile (17 GB decoded)", wsi_bomb_tile, 0, ["hist input replaced", "decodes to 16,384 MiB"], False),
     ("WSI: header claims 10^6 x 10^6 px", wsi_huge_header, 0, ["hist input replaced", "exceeds the limit of 250,000 px"], False),
+    ("WSI: JPEG tiles whose headers claim 60,000^2 px", jpeg_frame_bomb, 0, ["hist input replaced", "claims 60,000 x 60,000 px in its JPEG header"], False),
+    ("WSI: deflate tiles that inflate to 1 GiB each", deflate_bomb, 0, ["hist input replaced", "cannot be decoded"], False),
     ("mask: header claims 10^6 x 10^6 px", mask_huge_header, 0, ["tissue mask", "exceeds the limit", "Otsu"], False),
     ("RNA: a 400-digit integer", write_text(RNA, '{"A1BG": ' + "9" * 400 + "}"), 0, ["rna input replaced", "a number of 400 characters"], False),
     ("RNA: a 5,000-digit integer", write_text(RNA, '{"A1BG": ' + "9" * 5000 + "}"), 0, ["rna input replaced", "a number of 5000 characters"], False),

@@ -134,3 +134,16 @@ def test_clinical_ranges_and_rna_bounds():
     assert "2 values above 100x the gene's largest training value" in " ".join(out.warnings)
     again = RnaVectorizer.from_dict(json.loads(json.dumps(vec.to_dict())))
     assert again.transform({"A": 701.0, "B": 150.0, "C": 1.0}).values.tolist() == [700.0, 100.0, 1.0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 300), st.booleans())
+def test_jpeg_size_reads_the_frame_header(width, height, optimize):
+    import imagecodecs
+
+    from survfusion.tiffheader import jpeg_size
+
+    image = np.zeros((height, width, 3), np.uint8)
+    data = imagecodecs.jpeg8_encode(image, level=80, optimize=optimize)
+    assert jpeg_size(data) == (width, height)
+    assert jpeg_size(b"not a jpeg") is None and jpeg_size(data[:2]) is None

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 10's measurements on the synthetic cohort of scripts/experiment.sh (docs/RESULTS.md):
+# the paper's raw-RNA, all-gene input now that the Cox loss is stable; three training recipes
+# (the default, the paper's text, the reference code's); the bilinear two-modality ablations.
+# Each run is skipped when its metrics.json exists, so the table can be built over several sessions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+py=.venv/bin/python
+COHORT=cohorts/synth176 FEATURES=features/synth176-vit-tiny RUNS=runs/exp10 WEIGHTS=cohorts/vit-tiny.safetensors
+[ -f "$WEIGHTS" ] || $py -m survfusion init-encoder --encoder vit-tiny --out "$WEIGHTS" --seed 0
+[ -f "$COHORT/oracle.json" ] || $py -m survfusion synth --out "$COHORT" --patients 176 --seed 0
+$py -m survfusion extract --cohort "$COHORT" --out "$FEATURES" --encoder vit-tiny --weights "$WEIGHTS"
+train() {  # model seed name config...
+  local model=$1 seed=$2 name=$3; shift 3
+  local configs=(); for c in "$@"; do configs+=(--config "$c"); done
+  [ -f "$RUNS/$name/metrics.json" ] || $py -m survfusion train --cohort "$COHORT" --features "$FEATURES" \
+    --model "$model" --seed "$seed" "${configs[@]}" --out "$RUNS/$name" || echo "run $name failed"
+}
+for seed in 0 1 2; do  # the paper's input: raw DESeq2 values, all 19,359 genes (main-table epochs)
+  train ABMIL_Surv_PG "$seed" "PG-raw-allgenes-s$seed" configs/synthetic-raw.json
+  train ABMIL_Surv "$seed" "Surv-raw-allgenes-s$seed" configs/synthetic-raw.json
+done
+for seed in 0 1 2; do  # three recipes, ABMIL_Surv_PG, the main table's data options
+  train ABMIL_Surv_PG "$seed" "recipe-default-s$seed" configs/synthetic-fast.json
+  train ABMIL_Surv_PG "$seed" "recipe-paper-text-s$seed" configs/synthetic-2048.json configs/paper-text.json
+  train ABMIL_Surv_PG "$seed" "recipe-reference-code-s$seed" configs/synthetic-2048.json configs/reference-code.json
+done
+for model in ABMIL_Hist_RNA_PG ABMIL_Hist_Clin_PG ABMIL_Hist_RNA ABMIL_Hist_Clin; do
+  train "$model" 0 "$model-s0" configs/synthetic-fast.json
+done
+$py -m survfusion compare "$RUNS"/*/ --out "$RUNS/table.md"
