@@ -34,7 +34,7 @@ import survfusion
 from survfusion.calibration import RiskToTime
 from survfusion.errors import BundleError, UserError
 from survfusion.fileio import canonical_json, make_shareable, sha256_file, write_json
-from survfusion.models import HIST_DIM, RNA_DIM, SurvivalModel, build_model, count_parameters
+from survfusion.models import HIST_DIM, RNA_DIM, SurvivalModel, batched_risks, build_model, count_parameters
 from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
 
 FORMAT = "survfusion-bundle"
@@ -62,11 +62,10 @@ class Bundle:
     metrics: dict = field(default_factory=dict)
     embedding_means: dict[str, np.ndarray] | None = None
 
-    @torch.inference_mode()
-    def risk(self, features, clinical, rna, mask=None) -> np.ndarray:
-        """Risks ``(B,)`` in eval mode for already-encoded inputs (see ``SurvivalModel.forward``)."""
-        self.model.eval()
-        return self.model(features, clinical, rna, mask).double().cpu().numpy()
+    def risks(self, bags: list[torch.Tensor], clinical: torch.Tensor, rna: torch.Tensor) -> np.ndarray:
+        """Risks ``(P,)`` of patients given as tile-feature bags and their encoded clinical and RNA
+        rows (``models.batched_risks``)."""
+        return batched_risks(self.model, bags, clinical, rna)
 
     def months(self, risk) -> np.ndarray:
         return self.calibration.predict(risk)

@@ -21,7 +21,7 @@ from survfusion.bundle import load_bundle
 from survfusion.dataset import load_cohort
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
-from survfusion.models import pad_bags
+from survfusion.models import batched_risks
 from survfusion.slide import open_slide
 from survfusion.survival import concordance_bootstrap, concordance_index
 from survfusion.train import read_oracle
@@ -43,18 +43,10 @@ def _case_indices(bundle, data, cases: str) -> np.ndarray:
     return np.array([where[c] for c in split[cases]])
 
 
-@torch.no_grad()
-def _risks(bundle, data, idx: np.ndarray, batch: int = 16):
+def _risks(bundle, data, idx: np.ndarray):
     clin = torch.from_numpy(np.stack([bundle.clinical.transform(data.clinical[i]).values for i in idx]))
     rna = torch.from_numpy(data.rna_matrix(bundle.rna, idx)[0])
-    model = bundle.model.eval()
-    risks, attention = [], []
-    for s in range(0, len(idx), batch):
-        feats, mask = pad_bags([data.bags[i] for i in idx[s : s + batch]])
-        r, a = model(feats, clin[s : s + batch], rna[s : s + batch], mask, return_attention=True)
-        risks.append(r.double())
-        attention += [a[k, : int(mask[k].sum())].numpy() for k in range(len(a))]
-    return torch.cat(risks).numpy(), attention
+    return batched_risks(bundle.model, [data.bags[i] for i in idx], clin, rna, attention=True)
 
 
 def evaluate(

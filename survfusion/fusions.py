@@ -22,8 +22,8 @@ from survfusion.models import (
     LowRankBilinear,
     ModelDims,
     SurvivalModel,
-    register,
 )
+from survfusion.registry import register
 
 _DIMS = {"hist": HIST_DIM, "rna": RNA_DIM}
 

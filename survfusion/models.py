@@ -20,14 +20,14 @@ full bilinear form ``a^T W_k b``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
+import numpy as np
 import torch
 from torch import nn
 
-from survfusion.errors import UserError
+from survfusion.registry import build_model, model_names, register  # noqa: F401 (public here too)
 
 HIST_DIM = 512
 ATTN_DIM = 256
@@ -188,43 +188,6 @@ class SurvivalModel(nn.Module):
         return mask
 
 
-_REGISTRY: dict[str, type[SurvivalModel]] = {}
-
-
-def register(name: str) -> Callable[[type[SurvivalModel]], type[SurvivalModel]]:
-    """Class decorator: make a model available to ``build_model(name)``."""
-
-    def add(cls: type[SurvivalModel]) -> type[SurvivalModel]:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} registered twice")
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def model_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def build_model(
-    name: str,
-    *,
-    feat_dim: int = 1024,
-    rna_dim: int = 19359,
-    clinical_dim: int = 27,
-    rank: int = 64,
-    dropout: float = 0.25,
-) -> SurvivalModel:
-    """Instantiate a registered model; the defaults are the paper's dimensions."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
-    dims = ModelDims(
-        feat_dim=feat_dim, rna_dim=rna_dim, clinical_dim=clinical_dim, rank=rank, dropout=dropout
-    )
-    return _REGISTRY[name](dims)
-
-
 @register("ABMIL_Surv")
 class AbmilSurv(SurvivalModel):
     """Late fusion by concatenation: ``risk = w^T [hist; clin; rna] + b``."""
@@ -300,5 +263,46 @@ def pad_bags(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
-# The comparators and ablations register themselves on import (after the registry exists).
-from survfusion import fusions as _fusions  # noqa: E402, F401
+@torch.inference_mode()
+def batched_risks(
+    model: SurvivalModel,
+    bags: list[torch.Tensor],
+    clinical: torch.Tensor,
+    rna: torch.Tensor,
+    *,
+    batch_size: int = 16,
+    device: torch.device | str | None = None,
+    replace: dict[str, torch.Tensor] | None = None,
+    attention: bool = False,
+):
+    """Risks ``(P,)`` (float64 numpy) of ``P`` patients in eval mode, ``batch_size`` at a time: the
+    one place training, evaluation, the bundle and the container compute risks.
+
+    Args:
+        bags: ``P`` tile-feature bags ``(n_i, D)``; an empty bag ``(0, D)`` is a patient without tiles.
+        clinical: ``(P, C)``; rna: ``(P, G)``.
+        replace: modality (``hist``, ``rna``, ``clinical``) -> embedding ``(E,)`` used instead of the
+            patient's own (the training mean, when an input is unusable at inference).
+        attention: also return each bag's tile weights (a list of ``(n_i,)`` arrays).
+    """
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    risks, weights = [], []
+    for s in range(0, len(bags), batch_size):
+        feats, mask = pad_bags(bags[s : s + batch_size])
+        emb = model.encode(
+            feats.to(device),
+            clinical[s : s + batch_size].to(device),
+            rna[s : s + batch_size].to(device),
+            mask.to(device),
+        )
+        if replace:
+            parts = {"hist": emb.hist, "rna": emb.rna, "clinical": emb.clinical}
+            for name, value in replace.items():
+                parts[name] = value.to(parts[name]).expand_as(parts[name])
+            emb = Embeddings(parts["hist"], parts["rna"], parts["clinical"], emb.attention)
+        risks.append(model.fuse(emb).double().cpu())
+        if attention:
+            weights += [emb.attention[k, : int(mask[k].sum())].cpu().numpy() for k in range(len(mask))]
+    out = torch.cat(risks).numpy() if risks else np.zeros(0)
+    return (out, weights) if attention else out

@@ -26,7 +26,7 @@ from survfusion.extract import embed_slide
 from survfusion.fileio import read_json
 from survfusion.gcio import CaseFiles
 from survfusion.modeldir import Model
-from survfusion.models import Embeddings
+from survfusion.models import batched_risks
 
 
 class StrictModeError(UserError):
@@ -166,19 +166,8 @@ def _risk(model: Model, inputs: dict, case: _Case) -> float:
         if means is None:
             raise UserError(f"{why}, and the bundle has no training means to stand in for it")
         case.warn(f"{name} input replaced by its training-mean embedding: {why}")
-    feats = inputs.get("hist", torch.zeros(1, 1, dims.feat_dim))
-    mask = (
-        torch.ones(feats.shape[:2], dtype=torch.bool)
-        if "hist" in inputs
-        else torch.zeros(1, 1, dtype=torch.bool)
-    )
+    bag = inputs["hist"][0] if "hist" in inputs else torch.zeros(0, dims.feat_dim)
     clinical = inputs.get("clinical", torch.zeros(1, dims.clinical_dim))
     rna = inputs.get("rna", torch.zeros(1, dims.rna_dim))
-    net = bundle.model.eval()
-    with torch.inference_mode():
-        emb = net.encode(feats, clinical, rna, mask)
-        parts = {"hist": emb.hist, "rna": emb.rna, "clinical": emb.clinical}
-        for name in case.replaced:
-            parts[name] = torch.from_numpy(means[name]).to(parts[name].dtype)[None]
-        risk = net.fuse(Embeddings(parts["hist"], parts["rna"], parts["clinical"], emb.attention))
-    return float(risk.double()[0])
+    replace = {name: torch.from_numpy(means[name]) for name in case.replaced}
+    return float(batched_risks(bundle.model, [bag], clinical, rna, replace=replace)[0])

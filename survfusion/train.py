@@ -28,7 +28,7 @@ from survfusion.dataset import CohortData, strata_of, stratified_folds, stratifi
 from survfusion.encoders import resolve_device
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
-from survfusion.models import build_model, pad_bags
+from survfusion.models import batched_risks, build_model, count_parameters, pad_bags
 from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
 from survfusion.survival import concordance_index, cox_loss
 
@@ -162,14 +162,11 @@ class Trainer:
     def _forward(self, idx: np.ndarray) -> torch.Tensor:
         return self.model(*self._inputs(idx))
 
-    @torch.no_grad()
     def predict(self, idx: np.ndarray) -> np.ndarray:
-        self.model.eval()
-        out = [
-            self._forward(idx[i : i + self.cfg.eval_batch_size]).double().cpu()
-            for i in range(0, len(idx), self.cfg.eval_batch_size)
-        ]
-        return torch.cat(out).numpy() if out else np.zeros(0)
+        bags = [self.data.bags[i] for i in idx]
+        return batched_risks(
+            self.model, bags, self.clin_x[idx], self.rna_x[idx], batch_size=self.cfg.eval_batch_size
+        )
 
     def epoch_order(self) -> np.ndarray:
         """The training patients of one epoch, in order: a permutation (``shuffle``), or as many draws
@@ -319,7 +316,7 @@ def run_training(
         "val_events": int(e_val.sum()),
         "seconds": seconds,
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
-        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "parameters": count_parameters(trainer.model),
         "rna_genes": trainer.rna.dim,
     }
     oracle = read_oracle(Path(cohort_dir), data.case_ids)

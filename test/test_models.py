@@ -1,5 +1,6 @@
 """Model contract: the paper's parameter counts, gradients, permutation and padding invariance."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,27 @@ def test_ablations_ignore_the_modalities_they_do_not_use(name, unused, small_dim
     other = dict(inputs, **{unused: torch.randn_like(inputs[unused])})
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs), model(**other))
+
+
+def test_batched_risks_equal_one_patient_at_a_time(small_dims):
+    """The one risk helper: any batch size gives each patient's own forward; ``replace`` swaps in
+    an embedding exactly as encode-then-fuse would."""
+    from survfusion.models import Embeddings, batched_risks
+
+    model = build_model("ABMIL_Surv_PG", **small_dims).eval()
+    g = torch.Generator().manual_seed(3)
+    bags = [torch.randn(n, small_dims["feat_dim"], generator=g) for n in (5, 1, 9, 0)]
+    clinical = torch.randn(4, 27, generator=g)
+    rna = torch.rand(4, small_dims["rna_dim"], generator=g)
+    with torch.no_grad():
+        alone = [float(model(b[None], clinical[i : i + 1], rna[i : i + 1])) if len(b) else None
+                 for i, b in enumerate(bags)]  # fmt: skip
+    for batch_size in (1, 3, 16):
+        got = batched_risks(model, bags, clinical, rna, batch_size=batch_size)
+        np.testing.assert_allclose(got[:3], alone[:3], rtol=1e-5, atol=1e-6)
+    mean_rna = torch.randn(128, generator=g)
+    got = batched_risks(model, bags[:1], clinical[:1], rna[:1], replace={"rna": mean_rna})
+    with torch.no_grad():
+        emb = model.encode(bags[0][None], clinical[:1], rna[:1])
+        want = model.fuse(Embeddings(emb.hist, mean_rna[None], emb.clinical, emb.attention))
+    assert got[0] == pytest.approx(float(want), rel=1e-6)
