@@ -1,7 +1,7 @@
 """grand-challenge entry point for CHIMERA Task 3: one case in, predicted months to recurrence out.
 
     python inference.py [--input /input] [--output /output] [--model /opt/ml/model]
-                        [--resources /opt/app/resources] [--device auto] [--precision auto] [--strict]
+                        [--device auto] [--precision auto] [--strict]
 
 A thin shell over ``survfusion.predict``: it finds the inputs, loads the model directory, logs one line
 per stage to stdout and warnings to stderr, and writes ``likelihood-of-bladder-cancer-recurrence.json``
@@ -10,11 +10,13 @@ the last line on stderr is ``[survfusion] error: ...``: one line alone for a pro
 the model directory (``UserError``) and for a device fault we foresaw (``ComputeError``: CUDA out of
 memory on one tile, a GPU torch cannot use); an unforeseen exception (a CUDA error, a bug) prints its
 traceback above that line, so a failed job can be debugged from its log. Paths default to the
-environment variables SURVFUSION_INPUT, SURVFUSION_OUTPUT, SURVFUSION_MODEL, SURVFUSION_RESOURCES, then
-to the grand-challenge paths; SURVFUSION_DEVICE and SURVFUSION_PRECISION set the other two.
+environment variables SURVFUSION_INPUT, SURVFUSION_OUTPUT, SURVFUSION_MODEL, then to the
+grand-challenge paths (the image's baked-in /opt/app/resources holds no file this code reads: the
+gene order and clinical schema are package data); SURVFUSION_DEVICE and SURVFUSION_PRECISION set
+the other two.
 
-Only what one case needs is imported (torch, timm, numpy, scipy's small parts, tifffile): no scikit-survival,
-lifelines, scikit-learn, pandas or matplotlib (``test_inference.py`` checks it).
+Only what one case needs is imported (torch, numpy, tifffile, safetensors): no scikit-survival,
+lifelines, scikit-learn, pandas, matplotlib, timm or torchvision (``test_inference.py`` checks it).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input", default=env("SURVFUSION_INPUT", "/input"))
     p.add_argument("--output", default=env("SURVFUSION_OUTPUT", "/output"))
     p.add_argument("--model", default=env("SURVFUSION_MODEL", "/opt/ml/model"))
-    p.add_argument("--resources", default=env("SURVFUSION_RESOURCES", "/opt/app/resources"))
     p.add_argument("--device", default=env("SURVFUSION_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
     p.add_argument(
         "--precision",

@@ -6,6 +6,7 @@
 - ``extract``: slides (+ tissue masks) -> one HDF5 feature file per slide.
 - ``synth``: a synthetic cohort in the real formats (and a grand-challenge sample case).
 - ``train``, ``evaluate``, ``compare``: the experiment.
+- ``package``: assemble the container's model directory (bundle + encoder weights as safetensors).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _check_bundle(args: argparse.Namespace) -> int:
         f"{args.bundle}: OK  model={m['model']['name']} params={m['model']['parameters']:,} "
         f"calibration={m['calibration']['mode']} rna_log1p={m['preprocessing']['rna_log1p']}"
     )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -109,6 +109,16 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
     )
 
 
+def read_oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
+    """The synthetic cohort's planted log-hazard per case (oracle.csv), or None for a real cohort."""
+    path = cohort / "oracle.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        table = {r["case_id"]: float(r["log_hazard"]) for r in csv.DictReader(f)}
+    return np.array([table.get(c, np.nan) for c in case_ids])
+
+
 def stratified_split(strata: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Patient-level split; within each stratum ``round(val_fraction * n)`` go to validation."""
     rng = np.random.default_rng(seed)

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from survfusion.bundle import load_bundle
-from survfusion.dataset import load_cohort
+from survfusion.cohort import cohort_jobs
+from survfusion.dataset import load_cohort, read_oracle
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
 from survfusion.models import batched_risks
 from survfusion.slide import open_slide
 from survfusion.survival import concordance_bootstrap, concordance_index
-from survfusion.train import read_oracle
 
 
 def _case_indices(bundle, data, cases: str) -> np.ndarray:
@@ -107,9 +107,10 @@ def evaluate(
         if unknown:
             raise UserError(f"evaluate: --heatmap-cases not among the {cases} cases: {', '.join(unknown)}")
         chosen = [position[c] for c in heatmap_cases]
+    slides = {job.case_id: job.slide for job in cohort_jobs(cohort)}  # any slide suffix the cohort uses
     for k in chosen:
-        slide = Path(cohort) / "slides" / f"{data.case_ids[idx[k]]}.tif"
-        if slide.is_file() and len(attention[k]):
+        slide = slides.get(data.case_ids[idx[k]])
+        if slide is not None and len(attention[k]):
             plot_heatmap(
                 slide,
                 data.coords[idx[k]],

@@ -98,6 +98,8 @@ def concordance_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> 
     sksurv returns NaN or raises.
     """
     time, event, risk = (np.asarray(a) for a in (time, event, risk))
+    if not event.astype(bool).any():  # sksurv raises "All samples are censored"
+        return float("nan")
     try:
         return float(
             concordance_index_censored(event.astype(bool), time.astype(float), risk.astype(float))[0]

@@ -6,14 +6,7 @@ RNA JSON over the 19,359 real gene symbols with DESeq2-like magnitudes, clinical
 schema's fields and categories (label fields included, as in the real files), ``outcomes.csv``,
 and the oracle (``oracle.csv``, ``oracle.json``).
 
-The planted log-hazard of patient i::
-
-    eta_i = 1.2 (tumour_i - 0.3)                 tissue: fraction of tumour-class tiles
-          + 0.6 g_i                              a gene program (60 genes scaled by exp(0.8 g))
-          + 1.2 (lymph_i - 0.15) g_i             cross-modal: lymphocyte-rich tissue matters with g
-          + 0.4 [T1HG] + 0.3 [G3] + 0.4 [BRS3] - 0.3 [BRS1] + 0.3 [Highest risk]
-          - 0.3 [cohort 3B]                      cohort shift (3B slides are also stained bluer)
-          + N(0, 0.5)                            noise
+The planted log-hazard of patient i is ``ORACLE_FORMULA`` (below, also written to oracle.json).
 
 Times follow a Weibull proportional-hazards model, ``S(t) = exp(-(t / lam)^0.6 exp(eta))`` (events
 early), censored by a uniform follow-up over 5-200 months, with ``lam`` solved so that the event rate
@@ -46,6 +39,14 @@ from survfusion.preprocess import clinical_schema, reference_genes
 from survfusion.tiffwrite import write_mask, write_pyramid
 
 SPACING_UM = 0.25
+ORACLE_FORMULA = """\
+eta_i = 1.2 (tumour_i - 0.3)                 tissue: fraction of tumour-class tiles
+      + 0.6 g_i                              a gene program (60 genes scaled by exp(0.8 g))
+      + 1.2 (lymph_i - 0.15) g_i             cross-modal: lymphocyte-rich tissue matters with g
+      + 0.4 [T1HG] + 0.3 [G3] + 0.4 [BRS3] - 0.3 [BRS1] + 0.3 [Highest risk]
+      - 0.3 [cohort 3B]                      cohort shift (3B slides are also stained bluer)
+      + N(0, 0.5)                            noise
+"""
 CELL_PX = 896  # one 224-px tile at 1.0 µm/px: tissue classes come in grid-aligned cells
 MASK_DOWNSAMPLE = 16
 CLASSES = ("tumour", "stroma", "lymphocytes", "necrosis")
@@ -339,7 +340,7 @@ def write_oracle(out: Path, pts: list[Patient], seed: int) -> dict:
             for c in ("3A", "3B")
             if (m := np.array([p.cohort == c for p in pts])).any()
         },
-        "formula": __doc__.split("::")[1].split("Times follow")[0].strip(),
+        "formula": ORACLE_FORMULA.strip(),
     }
     _write_json(out / "oracle.json", summary)
     return summary

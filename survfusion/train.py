@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from survfusion.bundle import Bundle, save_bundle
 from survfusion.calibration import RiskToTime
-from survfusion.dataset import CohortData, strata_of, stratified_folds, stratified_split
+from survfusion.dataset import CohortData, read_oracle, strata_of, stratified_folds, stratified_split
 from survfusion.encoders import resolve_device
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
@@ -263,16 +263,6 @@ def xavier_normal_init(model: torch.nn.Module) -> None:
             torch.nn.init.xavier_normal_(module.weight)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
-
-
-def read_oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
-    """The synthetic cohort's planted log-hazard per case (oracle.csv), or None for a real cohort."""
-    path = cohort / "oracle.csv"
-    if not path.is_file():
-        return None
-    with open(path, newline="") as f:
-        table = {r["case_id"]: float(r["log_hazard"]) for r in csv.DictReader(f)}
-    return np.array([table.get(c, np.nan) for c in case_ids])
 
 
 def run_training(

@@ -11,7 +11,10 @@ from cases import check as check_row
 from contract import harness_available, run_contract
 from helpers import make_model_dir
 
-pytestmark = pytest.mark.skipif(harness_available() is not None, reason=str(harness_available()))
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(harness_available() is not None, reason=str(harness_available())),
+]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from survfusion.encoders import init_encoder_weights
 from survfusion.gcio import OUTPUT_FILE
 from survfusion.vit import VisionTransformer
 
+pytestmark = pytest.mark.slow  # whole cases in-process: ./test.sh -m "not slow" skips them
+
 
 @dataclass
 class Run:

@@ -210,3 +210,26 @@ def test_loss_with_ties_is_finite_and_shift_invariant(rows, shift, ties):
     assert loss.item() == pytest.approx(reference.item(), rel=1e-4, abs=1e-3)
     if event.any():
         assert loss.item() >= 0.0  # each term is -log of a probability
+
+
+def test_cindex_on_a_hand_worked_example_with_ties():
+    """Five patients (time, event, risk), worked out by hand, not by the library we wrap:
+
+    A (2, 1, 0.9): comparable with B, C, D, E (all later); risk above all four     -> 4 of 4
+    B (4, 1, 0.5): D, E later; C at the same time but censored: comparable too;
+                   D 0.1 below (1), E 0.7 above (0), C 0.5 tied (1/2)           -> 1.5 of 3
+    C (4, 0), D (6, 0): censored, no pair starts from them
+    E (6, 1, 0.7): nobody later; D at the same time, censored: 0.1 below           -> 1 of 1
+    C = (4 + 1.5 + 1) / (4 + 3 + 1) = 6.5 / 8 = 0.8125
+    """
+    time = np.array([2.0, 4.0, 4.0, 6.0, 6.0])
+    event = np.array([1, 1, 0, 0, 1])
+    risk = np.array([0.9, 0.5, 0.5, 0.1, 0.7])
+    assert concordance_index(time, event, risk) == 0.8125
+    # predicted months are scored as their negation: the same pairs, the same value
+    assert concordance_index(time, event, -(100.0 - 50.0 * risk)) == 0.8125
+
+
+def test_cindex_without_any_event_is_nan_not_an_exception():
+    """A small synthetic cohort can have a cohort subset without events (synth's oracle per cohort)."""
+    assert np.isnan(concordance_index(np.array([1.0, 2.0]), np.array([0, 0]), np.array([0.1, 0.2])))

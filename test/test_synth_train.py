@@ -15,6 +15,8 @@ from survfusion.encoders import init_encoder_weights
 from survfusion.preprocess import clinical_schema, reference_genes
 from survfusion.synth import make_patients, write_case, write_cohort
 
+pytestmark = pytest.mark.slow  # cohorts and training: ./test.sh -m "not slow" skips them
+
 N = 24
 
 
