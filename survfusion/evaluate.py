@@ -66,49 +66,18 @@ def evaluate(
     idx = _case_indices(bundle, data, cases)
     risk, attention = _risks(bundle, data, idx)
     months = bundle.months(risk)
-    t, e = data.time_months[idx], data.event[idx]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "cases.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case_id", "cohort", "time_months", "event", "risk", "predicted_months"])
-        for k, i in enumerate(idx):
-            w.writerow(
-                [data.case_ids[i], data.cohort[i], t[k], int(e[k]), f"{risk[k]:.6f}", f"{months[k]:.3f}"]
-            )
-    ci = concordance_bootstrap(t, e, -months, n_boot=1000, seed=0)
-    metrics = {
-        "cases": cases,
-        "n": len(idx),
-        "events": int(e.sum()),
-        "c_index": ci.estimate,
-        "c_index_ci95": [ci.low, ci.high],
-        "c_index_risk": concordance_index(t, e, risk),
-        "by_cohort": {
-            c: {"n": int(m.sum()), "c_index": concordance_index(t[m], e[m], -months[m])}
-            for c in sorted(set(data.cohort[idx].tolist()))
-            if (m := data.cohort[idx] == c).sum() > 1
-        },
-        "model": bundle.model_name,
-    }
-    oracle = read_oracle(Path(cohort), data.case_ids)
-    if oracle is not None and np.isfinite(oracle[idx]).all():
-        metrics["oracle_c_index"] = concordance_index(t, e, oracle[idx])
+    _write_cases(out / "cases.csv", data, idx, risk, months)
+    metrics = {"cases": cases, **_scores(data, idx, risk, months, Path(cohort)), "model": bundle.model_name}
     write_json(out / "metrics.json", metrics)
+    t, e = data.time_months[idx], data.event[idx]
     plot_km_quartiles(t, e, risk, out / "km_risk_quartiles.png", title=f"{bundle.model_name}: {cases} cases")
     history = Path(bundle_dir).parent / "history.csv"
     if history.is_file():
         plot_history(history, out / "c_index_per_epoch.png")
-    order = np.argsort(-risk)
-    chosen = sorted(set(order[: (heatmaps + 1) // 2].tolist() + order[::-1][: heatmaps // 2].tolist()))
-    if heatmap_cases:
-        position = {data.case_ids[i]: k for k, i in enumerate(idx)}
-        unknown = [c for c in heatmap_cases if c not in position]
-        if unknown:
-            raise UserError(f"evaluate: --heatmap-cases not among the {cases} cases: {', '.join(unknown)}")
-        chosen = [position[c] for c in heatmap_cases]
     slides = {job.case_id: job.slide for job in cohort_jobs(cohort)}  # any slide suffix the cohort uses
-    for k in chosen:
+    for k in _heatmap_choice(data, idx, risk, cases, heatmaps, heatmap_cases):
         slide = slides.get(data.case_ids[idx[k]])
         if slide is not None and len(attention[k]):
             plot_heatmap(
@@ -120,6 +89,50 @@ def evaluate(
                 title=f"{data.case_ids[idx[k]]}: risk {risk[k]:.2f}, {months[k]:.0f} months",
             )
     return metrics
+
+
+def _write_cases(path: Path, data, idx: np.ndarray, risk: np.ndarray, months: np.ndarray) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case_id", "cohort", "time_months", "event", "risk", "predicted_months"])
+        for k, i in enumerate(idx):
+            row = [data.case_ids[i], data.cohort[i], data.time_months[i], int(data.event[i])]
+            w.writerow([*row, f"{risk[k]:.6f}", f"{months[k]:.3f}"])
+
+
+def _scores(data, idx: np.ndarray, risk: np.ndarray, months: np.ndarray, cohort: Path) -> dict:
+    """The challenge's C-index of the predicted months with its bootstrap interval, the C-index of the
+    risks, per cohort, and the oracle's where the cohort has one."""
+    t, e = data.time_months[idx], data.event[idx]
+    ci = concordance_bootstrap(t, e, -months, n_boot=1000, seed=0)
+    scores = {
+        "n": len(idx),
+        "events": int(e.sum()),
+        "c_index": ci.estimate,
+        "c_index_ci95": [ci.low, ci.high],
+        "c_index_risk": concordance_index(t, e, risk),
+        "by_cohort": {
+            c: {"n": int(m.sum()), "c_index": concordance_index(t[m], e[m], -months[m])}
+            for c in sorted(set(data.cohort[idx].tolist()))
+            if (m := data.cohort[idx] == c).sum() > 1
+        },
+    }
+    oracle = read_oracle(cohort, data.case_ids)
+    if oracle is not None and np.isfinite(oracle[idx]).all():
+        scores["oracle_c_index"] = concordance_index(t, e, oracle[idx])
+    return scores
+
+
+def _heatmap_choice(data, idx, risk, cases: str, heatmaps: int, heatmap_cases) -> list[int]:
+    """Positions in ``idx``: the named cases, else the highest- and lowest-risk ones."""
+    if heatmap_cases:
+        position = {data.case_ids[i]: k for k, i in enumerate(idx)}
+        unknown = [c for c in heatmap_cases if c not in position]
+        if unknown:
+            raise UserError(f"evaluate: --heatmap-cases not among the {cases} cases: {', '.join(unknown)}")
+        return [position[c] for c in heatmap_cases]
+    order = np.argsort(-risk)
+    return sorted(set(order[: (heatmaps + 1) // 2].tolist() + order[::-1][: heatmaps // 2].tolist()))
 
 
 def plot_km_quartiles(time, event, risk, path: str | os.PathLike, *, title: str = "") -> None:

@@ -16,6 +16,28 @@ from survfusion.slide import area_reduce
 RegionFn = Callable[[int, int, int, int, int], np.ndarray]
 
 
+def _page_options(spacing_um, tile_px, compression, quality, colorspace, resolution_unit, channels) -> dict:
+    """tifffile's ``write`` arguments shared by every level: tiling, codec, colour, resolution."""
+    per_um = {"CENTIMETER": 1e4, "INCH": 25400.0, "MILLIMETER": 1e3, "MICROMETER": 1.0, "NONE": 1e4}
+    res = per_um[resolution_unit] / spacing_um
+    kwargs = {
+        "tile": (tile_px, tile_px),
+        "compression": None if compression == "none" else compression,
+        "photometric": "rgb",
+        "resolution": (res, res),
+        "resolutionunit": {"MICROMETER": 5, "MILLIMETER": 4}.get(resolution_unit, resolution_unit),
+        "metadata": None,
+    }
+    if channels == 4:
+        kwargs["extrasamples"] = ("unassalpha",)
+    if compression == "jpeg":
+        kwargs["compressionargs"] = {"level": quality}
+        if colorspace == "rgb":
+            kwargs["compressionargs"]["outcolorspace"] = "RGB"
+            kwargs["subsampling"] = (1, 1)
+    return kwargs
+
+
 def write_pyramid(
     path: str | os.PathLike,
     source: np.ndarray | RegionFn,
@@ -61,23 +83,7 @@ def write_pyramid(
     if isinstance(source, np.ndarray):
         n_levels = min(n_levels, len(levels))
     # tifffile writes whole tiles; a level smaller than one tile is still one (padded) tile.
-    per_um = {"CENTIMETER": 1e4, "INCH": 25400.0, "MILLIMETER": 1e3, "MICROMETER": 1.0, "NONE": 1e4}
-    res = per_um[resolution_unit] / spacing_um
-    kwargs = {
-        "tile": (tile_px, tile_px),
-        "compression": None if compression == "none" else compression,
-        "photometric": "rgb",
-        "resolution": (res, res),
-        "resolutionunit": {"MICROMETER": 5, "MILLIMETER": 4}.get(resolution_unit, resolution_unit),
-        "metadata": None,
-    }
-    if channels == 4:
-        kwargs["extrasamples"] = ("unassalpha",)
-    if compression == "jpeg":
-        kwargs["compressionargs"] = {"level": quality}
-        if colorspace == "rgb":
-            kwargs["compressionargs"]["outcolorspace"] = "RGB"
-            kwargs["subsampling"] = (1, 1)
+    kwargs = _page_options(spacing_um, tile_px, compression, quality, colorspace, resolution_unit, channels)
     big = width * height * channels > 2**31
     with tifffile.TiffWriter(path, bigtiff=big) as tif:
         for lv in range(n_levels):

@@ -290,29 +290,46 @@ def run_training(
     calibration = RiskToTime().fit(
         train_risk, data.time_months[train_idx], data.event[train_idx], mode=cfg.calibration
     )
-    val_months = calibration.predict(val_risk)
-    t_val, e_val = data.time_months[val_idx], data.event[val_idx]
-    seconds = time.perf_counter() - t0
     metrics = {
         "model": cfg.model,
         "seed": cfg.seed,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
-        "train_c_index": concordance_index(data.time_months[train_idx], data.event[train_idx], train_risk),
-        "val_c_index": concordance_index(t_val, e_val, -val_months),
-        "val_c_index_risk": concordance_index(t_val, e_val, val_risk),
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "val_events": int(e_val.sum()),
-        "seconds": seconds,
+        **_split_scores(data, Path(cohort_dir), train_idx, val_idx, train_risk, val_risk, calibration),
+        "seconds": time.perf_counter() - t0,
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
         "parameters": count_parameters(trainer.model),
         "rna_genes": trainer.rna.dim,
     }
-    oracle = read_oracle(Path(cohort_dir), data.case_ids)
+    _write_run(out, trainer, history, metrics, calibration)
+    return metrics
+
+
+def _split_scores(data, cohort_dir: Path, train_idx, val_idx, train_risk, val_risk, calibration) -> dict:
+    """C-index on the training and held-out patients (held-out: of the predicted months, the
+    challenge's score, and of the risks), and the oracle's on the same held-out patients."""
+    t_val, e_val = data.time_months[val_idx], data.event[val_idx]
+    scores = {
+        "train_c_index": concordance_index(data.time_months[train_idx], data.event[train_idx], train_risk),
+        "val_c_index": concordance_index(t_val, e_val, -calibration.predict(val_risk)),
+        "val_c_index_risk": concordance_index(t_val, e_val, val_risk),
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "val_events": int(e_val.sum()),
+    }
+    oracle = read_oracle(cohort_dir, data.case_ids)
     if oracle is not None and np.isfinite(oracle[val_idx]).all():
-        metrics["oracle_val_c_index"] = concordance_index(t_val, e_val, oracle[val_idx])
-    split = {"train": [data.case_ids[i] for i in train_idx], "val": [data.case_ids[i] for i in val_idx]}
+        scores["oracle_val_c_index"] = concordance_index(t_val, e_val, oracle[val_idx])
+    return scores
+
+
+def _write_run(out: Path, trainer: Trainer, history: list[dict], metrics: dict, calibration) -> None:
+    """config.json, split.json, metrics.json, history.csv and the bundle of a finished run."""
+    data, cfg = trainer.data, trainer.cfg
+    split = {
+        "train": [data.case_ids[i] for i in trainer.train_idx],
+        "val": [data.case_ids[i] for i in trainer.val_idx],
+    }
     resolved = asdict(cfg)
     write_json(out / "config.json", resolved)
     write_json(out / "split.json", split)
@@ -321,23 +338,18 @@ def run_training(
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    means = trainer.embedding_means()
+    features = data.feature_request and data.feature_request.to_dict()
     bundle = Bundle(
         cfg.model,
-        trainer.model.cpu(),
+        trainer.model,
         trainer.clinical,
         trainer.rna,
         calibration,
-        config={
-            **resolved,
-            "split": split,
-            "features": data.feature_request and data.feature_request.to_dict(),
-        },
+        config={**resolved, "split": split, "features": features},
         metrics=metrics,
-        embedding_means=means,
+        embedding_means=trainer.embedding_means(),
     )
     save_bundle(bundle, out / "bundle")
-    return metrics
 
 
 def run_cross_validation(
