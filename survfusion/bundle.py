@@ -17,7 +17,6 @@ that disagree between files) raises ``BundleError`` with one line that names the
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import shutil
 import tempfile
@@ -33,7 +32,7 @@ from safetensors.torch import load_file, save_file
 import survfusion
 from survfusion.calibration import RiskToTime
 from survfusion.errors import BundleError, UserError
-from survfusion.fileio import canonical_json, make_shareable, sha256_file, write_json
+from survfusion.fileio import canonical_json, make_shareable, read_json, sha256_file, write_json
 from survfusion.models import HIST_DIM, RNA_DIM, SurvivalModel, batched_risks, build_model, count_parameters
 from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
 
@@ -149,14 +148,11 @@ def _manifest_digest(manifest: dict) -> str:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"bundle file {path}: missing") from None
-    except OSError as err:
-        raise BundleError(f"bundle file {path}: cannot be read ({err.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"bundle file {path}: not valid JSON ({err})") from None
+    """A bundle file's JSON through the one bounded reader (``fileio.read_json``), as ``BundleError``s
+    that name the file. Bundle files are ours, but a corrupt one must still fail in one line."""
+    if not path.is_file():
+        raise BundleError(f"bundle file {path}: missing")
+    return read_json(path, "bundle", max_bytes=256 * 2**20, error=BundleError).value
 
 
 def read_manifest(directory: str | Path) -> dict:

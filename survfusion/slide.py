@@ -187,7 +187,7 @@ class TiffSlide(Slide):
             # Decoding one stored tile's bytes on the CPU: any failure is the file's (imagecodecs'
             # codec errors are RuntimeErrors). Device faults cannot arise here.
             raise SlideError(
-                f"slide {self.path}: stored tile {index} of a level cannot be decoded "
+                f"slide {self.path.name}: stored tile {index} of a level cannot be decoded "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
             ) from None
 
