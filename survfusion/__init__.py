@@ -3,12 +3,18 @@
 One package serves extraction, training, evaluation and the grand-challenge container. Modules, in
 the order data flows through them:
 
-- slides to features: ``slide`` (read pyramids) -> ``geometry`` (level by spacing, tile grid) ->
-  ``tissue`` (masks, coverage) -> ``encoders`` (UNI, vit-tiny) -> ``extract`` -> ``features`` (HDF5)
+- slides to features: ``tiffheader`` (sizes checked before anything is decoded) -> ``slide`` (read
+  pyramids) -> ``geometry`` (level by spacing, tile grid) -> ``tissue`` (masks, coverage) ->
+  ``vit`` + ``encoders`` (UNI, vit-tiny; precision, faults) -> ``extract`` -> ``features`` (HDF5);
+  ``request`` holds what a feature set is (``FeatureRequest``) and the extraction settings
 - features to a model: ``dataset`` -> ``preprocess`` (clinical and RNA vectors) -> ``models`` and
-  ``fusions`` -> ``survival`` (Cox loss, C-index, Kaplan-Meier) -> ``train`` -> ``calibration``
-  (risk -> months) -> ``bundle`` (everything a prediction needs, checked on load) -> ``evaluate``
-- one case in the container: ``gcio`` (sockets, output) -> ``predict`` (with fallbacks)
+  ``fusions`` (registered in ``registry``) -> ``survival`` (Cox loss, C-index, Kaplan-Meier) ->
+  ``train`` -> ``calibration`` (risk -> months) -> ``bundle`` (everything a prediction needs, checked
+  on load) -> ``evaluate``
+- one case in the container: ``gcio`` (sockets, paths, output) -> ``modeldir`` (bundle + encoder)
+  -> ``predict`` (with fallbacks)
+- shared: ``limits`` (every documented input limit), ``fileio`` (checksums, atomic writes, the
+  bounded JSON reader), ``errors`` (input problems vs device faults)
 - ``synth`` writes a synthetic cohort in the real formats; ``cohort`` lists slides to process.
 """
 
