@@ -5,12 +5,8 @@
 # Each run is skipped when its metrics.json exists, so the table can be built over several sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-py=.venv/bin/python
-COHORT=cohorts/synth176 FEATURES=features/synth176-vit-tiny RUNS=runs/exp10 WEIGHTS=cohorts/vit-tiny.safetensors
-[ -f "$WEIGHTS" ] || $py -m survfusion init-encoder --encoder vit-tiny --out "$WEIGHTS" --seed 0
-[ -f "$COHORT/oracle.json" ] || $py -m survfusion synth --out "$COHORT" --patients 176 --seed 0
-$py -m survfusion extract --cohort "$COHORT" --out "$FEATURES" --encoder vit-tiny --weights "$WEIGHTS"
+source scripts/synth176.sh
+RUNS=runs/exp10
 train() {  # model seed name config...
   local model=$1 seed=$2 name=$3; shift 3
   local configs=(); for c in "$@"; do configs+=(--config "$c"); done

@@ -3,12 +3,8 @@
 # Every step is skipped when its output exists, so the table can be built over several sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-py=.venv/bin/python
-COHORT=cohorts/synth176 FEATURES=features/synth176-vit-tiny RUNS=runs/exp WEIGHTS=cohorts/vit-tiny.safetensors
-[ -f "$WEIGHTS" ] || $py -m survfusion init-encoder --encoder vit-tiny --out "$WEIGHTS" --seed 0
-[ -f "$COHORT/oracle.json" ] || $py -m survfusion synth --out "$COHORT" --patients 176 --seed 0
-$py -m survfusion extract --cohort "$COHORT" --out "$FEATURES" --encoder vit-tiny --weights "$WEIGHTS"
+source scripts/synth176.sh
+RUNS=runs/exp
 train() {  # model seed config name
   [ -f "$RUNS/$4/metrics.json" ] || $py -m survfusion train --cohort "$COHORT" --features "$FEATURES" \
     --model "$1" --seed "$2" --config "$3" --out "$RUNS/$4"
