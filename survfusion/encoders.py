@@ -323,13 +323,13 @@ class TileEncoder:
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(precision, self.device)
         self.weights_path = Path(weights)
-        with torch.device("meta"):
-            model = build_architecture(name)
-        load_weights_strict(model, weights, name)
-        hasher = ThreadPoolExecutor(max_workers=1)
+        hasher = ThreadPoolExecutor(max_workers=1)  # hashing overlaps building, loading, moving
         self._file_sha256 = hasher.submit(sha256_file, self.weights_path)
         hasher.shutdown(wait=False)
         self._source_sha256 = source_sha256
+        with torch.device("meta"):
+            model = build_architecture(name)
+        load_weights_strict(model, weights, name)
         self.cast_weights = bool(cast_weights and self.autocast_dtype is not None)
         model = model.to(self.device, dtype=self.autocast_dtype if self.cast_weights else None)
         self.model = model.eval()
