@@ -31,11 +31,12 @@ def _models(_: argparse.Namespace) -> int:
 def _check_bundle(args: argparse.Namespace) -> int:
     from survfusion.bundle import load_bundle, read_manifest
 
-    load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle)
     m = read_manifest(args.bundle)
     print(
-        f"{args.bundle}: OK  model={m['model']['name']} params={m['model']['parameters']:,} "
-        f"calibration={m['calibration']['mode']} rna_log1p={m['preprocessing']['rna_log1p']}"
+        f"{args.bundle}: OK  model={m['model']['name']} members={len(bundle.members)} "
+        f"params={m['model']['parameters']:,} (per member) calibration={m['calibration']['mode']} "
+        f"rna_log1p={m['preprocessing']['rna_log1p']} format={m['format_version']}"
     )
     return 0
 

@@ -22,7 +22,20 @@ def add_train_parsers(sub) -> None:
     )
     p.add_argument("--max-epochs", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--folds", type=int, help="k-fold cross-validation instead of one 85:15 split")
+    p.add_argument(
+        "--folds",
+        type=int,
+        help="k-fold cross-validation instead of one 85:15 split (with --ensemble: 5 unless given)",
+    )
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="one bundle of all fold models, calibrated on their out-of-fold risks (the recommended "
+        "submission: docs/RESULTS.md)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=1, help="with --ensemble: deal the folds again with this many seeds"
+    )
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     p.set_defaults(func=run_train)
 
@@ -31,7 +44,12 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--cohort", required=True)
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--cases", choices=("train", "val", "all"), default="val")
+    p.add_argument(
+        "--cases",
+        choices=("train", "val", "test", "all"),
+        default="val",
+        help="the bundle's training or validation patients, the cohort's other patients (test), or all",
+    )
     p.add_argument("--heatmaps", type=int, default=3, help="attention heatmaps for this many cases")
     p.add_argument("--heatmap-cases", nargs="+", metavar="CASE_ID", help="heatmaps for these cases instead")
     p.set_defaults(func=run_evaluate)
@@ -46,32 +64,96 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--out", default="model", help="model directory (default: model/)")
     p.set_defaults(func=run_package)
 
+    p = sub.add_parser(
+        "outer-test",
+        help="single split vs fold ensemble on outer test sets no training step ever sees (docs/RESULTS.md)",
+    )
+    p.add_argument("--cohort", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True, help="protocol folder (finished units are kept and skipped)")
+    p.add_argument("--models", nargs="+", default=["ABMIL_Surv_PG", "ABMIL_Surv"])
+    p.add_argument("--config", action="append", default=[], help="as for train (layered, later wins)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-epochs", type=int)
+    p.add_argument("--outer", type=int, default=5, help="outer test sets (at least 5)")
+    p.add_argument("--folds", type=int, default=5, help="folds of each ensemble")
+    p.add_argument("--only", type=int, nargs="+", help="run only these outer folds (parallel processes)")
+    p.add_argument("--report", action="store_true", help="only write the report of the finished units")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_outer_test)
+
     p = sub.add_parser("compare", help="runs side by side (the paper's Table 2)")
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")
     p.add_argument("--out", help="also write the table as Markdown here")
     p.set_defaults(func=run_compare)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from survfusion.dataset import load_cohort
-    from survfusion.train import TrainConfig, read_config_file, run_cross_validation, run_training
+def _config(args: argparse.Namespace, keys=("model", "max_epochs", "seed")):
+    """TrainConfig from the --config files (later wins), then the command line's settings."""
+    from survfusion.train import TrainConfig, read_config_file
 
     overrides = {}
     for path in args.config:
         overrides.update(read_config_file(path))
-    for key in ("model", "max_epochs", "seed"):
+    for key in keys:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    cfg = TrainConfig.from_overrides(overrides)
+    return TrainConfig.from_overrides(overrides)
+
+
+def run_outer_test(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from survfusion.protocol import report, run_protocol
+
+    if not args.report:
+        from survfusion.dataset import load_cohort
+
+        cfg = _config(args, keys=("max_epochs", "seed"))
+        data = load_cohort(args.cohort, args.features)
+        run_protocol(
+            data, cfg, args.out, models=args.models, outer=args.outer, folds=args.folds, only=args.only,
+            cohort_dir=args.cohort, device=args.device,
+        )  # fmt: skip
+    table = report(args.out)
+    (Path(args.out) / "report.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from survfusion.dataset import load_cohort
+    from survfusion.train import run_cross_validation, run_training
+
+    cfg = _config(args)
     data = load_cohort(args.cohort, args.features)
     n_events = int(data.event.sum())
     print(f"train: {cfg.model}, {len(data)} patients ({n_events} events), seed {cfg.seed} -> {args.out}")
-    if args.folds:
+    if args.seeds != 1 and not args.ensemble:
+        raise UserError("--seeds needs --ensemble")
+    if args.ensemble:
+        from survfusion.ensemble import DEFAULT_FOLDS, describe, run_ensemble
+
+        m = run_ensemble(
+            data,
+            cfg,
+            args.out,
+            folds=args.folds or DEFAULT_FOLDS,
+            seeds=args.seeds,
+            cohort_dir=args.cohort,
+            device=args.device,
+        )
+        print(f"train: {describe(m)}")
+    elif args.folds:
         summary = run_cross_validation(
             data, cfg, args.out, folds=args.folds, cohort_dir=args.cohort, device=args.device
         )
         mean, sd = summary["val_c_index_mean"], summary["val_c_index_sd"]
-        print(f"train: {args.folds}-fold C-index {mean:.3f} ± {sd:.3f}")
+        last, last_sd = summary["val_c_index_last_epoch_mean"], summary["val_c_index_last_epoch_sd"]
+        print(
+            f"train: {args.folds}-fold validation C-index at each fold's best epoch {mean:.3f} ± {sd:.3f}, "
+            f"at its last epoch {last:.3f} ± {last_sd:.3f} [{summary['note']}]"
+        )
     else:
         m = run_training(data, cfg, args.out, cohort_dir=args.cohort, device=args.device)
         oracle = f"; oracle {m['oracle_val_c_index']:.3f}" if "oracle_val_c_index" in m else ""
@@ -94,7 +176,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         heatmaps=args.heatmaps,
         heatmap_cases=args.heatmap_cases,
     )
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=1))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "by_cohort"}, indent=1))
     return 0
 
 

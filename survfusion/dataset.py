@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +34,25 @@ class CohortData:
     rna_paths: list[Path]
     tile_lv0: list[int]  # tile side in level-0 pixels, from each feature file (0 if unknown)
     feature_request: FeatureRequest | None  # what every feature file was made with; None: another tool's
+    _rna_docs: dict[int, dict] = field(default_factory=dict, repr=False)  # parsed RNA files, read once
 
     def __len__(self) -> int:
         return len(self.case_ids)
+
+    def rna_doc(self, i: int):
+        """Patient ``i``'s RNA JSON, parsed on first use and kept (an ensemble's members and every
+        epoch's vectorizers read the same 19,359-gene files; parsing them is most of a run's set-up)."""
+        if i not in self._rna_docs:
+            self._rna_docs[i] = _read_json(self.rna_paths[i])
+        return self._rna_docs[i]
 
     def rna_matrix(self, vectorizer: RnaVectorizer, idx=None) -> tuple[np.ndarray, list[str]]:
         """(N, G) float32 through ``vectorizer`` (rows ``idx``, default all) and the warnings."""
         idx = range(len(self)) if idx is None else idx
         rows, warnings = [], []
         for i in idx:
-            case_id, path = self.case_ids[i], self.rna_paths[i]
-            enc = vectorizer.transform(_read_json(path))
+            case_id = self.case_ids[i]
+            enc = vectorizer.transform(self.rna_doc(i))
             rows.append(enc.values)
             warnings += [f"{case_id}: {w}" for w in enc.warnings]
         return np.stack(rows), warnings

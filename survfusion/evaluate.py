@@ -15,14 +15,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from survfusion.bundle import load_bundle
 from survfusion.cohort import cohort_jobs
 from survfusion.dataset import load_cohort, read_oracle
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
-from survfusion.models import batched_risks
 from survfusion.slide import open_slide
 from survfusion.survival import concordance_bootstrap, concordance_index
 
@@ -31,6 +29,19 @@ def _case_indices(bundle, data, cases: str) -> np.ndarray:
     if cases == "all":
         return np.arange(len(data))
     split = bundle.config.get("split", {})
+    if cases == "test":  # every patient of this cohort the bundle never trained or early-stopped on
+        seen = set(split.get("train", [])) | set(split.get("val", []))
+        idx = np.array([i for i, c in enumerate(data.case_ids) if c not in seen], dtype=np.int64)
+        if idx.size == 0:
+            raise UserError(
+                "evaluate: every case of this cohort was used to train the bundle; pass another cohort"
+            )
+        return idx
+    if cases == "val" and len(bundle.members) > 1:
+        raise UserError(
+            "evaluate: an ensemble has no validation split (every training patient was held out by one "
+            "member: its out-of-fold C-index is in the bundle's metrics); use --cases test or all"
+        )
     if cases not in split:
         raise UserError(f"evaluate: the bundle records no '{cases}' split; use --cases all")
     where = {c: i for i, c in enumerate(data.case_ids)}
@@ -43,10 +54,13 @@ def _case_indices(bundle, data, cases: str) -> np.ndarray:
     return np.array([where[c] for c in split[cases]])
 
 
-def _risks(bundle, data, idx: np.ndarray):
-    clin = torch.from_numpy(np.stack([bundle.clinical.transform(data.clinical[i]).values for i in idx]))
-    rna = torch.from_numpy(data.rna_matrix(bundle.rna, idx)[0])
-    return batched_risks(bundle.model, [data.bags[i] for i in idx], clin, rna, attention=True)
+def cohort_risks(bundle, data, idx: np.ndarray):
+    """The bundle's risks of patients ``idx`` and their tile weights (averaged over members)."""
+    bags, clinical = [data.bags[i] for i in idx], [data.clinical[i] for i in idx]
+    member_risks, attention = bundle.member_risks(
+        bags, clinical, [data.rna_doc(i) for i in idx], attention=True
+    )
+    return bundle.combine(member_risks), attention
 
 
 def evaluate(
@@ -64,12 +78,18 @@ def evaluate(
     bundle = load_bundle(bundle_dir)
     data = load_cohort(cohort, features)
     idx = _case_indices(bundle, data, cases)
-    risk, attention = _risks(bundle, data, idx)
+    risk, attention = cohort_risks(bundle, data, idx)
     months = bundle.months(risk)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_cases(out / "cases.csv", data, idx, risk, months)
-    metrics = {"cases": cases, **_scores(data, idx, risk, months, Path(cohort)), "model": bundle.model_name}
+    metrics = {
+        "cases": cases,
+        **_scores(data, idx, risk, months, Path(cohort)),
+        "model": bundle.model_name,
+        "members": len(bundle.members),
+        **_training_figures(bundle.metrics),
+    }
     write_json(out / "metrics.json", metrics)
     t, e = data.time_months[idx], data.event[idx]
     plot_km_quartiles(t, e, risk, out / "km_risk_quartiles.png", title=f"{bundle.model_name}: {cases} cases")
@@ -89,6 +109,20 @@ def evaluate(
                 title=f"{data.case_ids[idx[k]]}: risk {risk[k]:.2f}, {months[k]:.0f} months",
             )
     return metrics
+
+
+def _training_figures(trained: dict) -> dict:
+    """What the bundle's training measured on its own patients, labelled as such: an ensemble's
+    out-of-fold C-index, a single run's best-epoch validation C-index; each with its unselected twin."""
+    if trained.get("ensemble"):
+        keys = ("oof_c_index", "oof_c_index_ci95", "oof_c_index_last_epoch", "oof_note")
+        return {"training": {k: trained[k] for k in keys if k in trained}}
+    if "val_c_index" in trained:
+        from survfusion.train import SELECTED_NOTE
+
+        figures = {k: trained[k] for k in ("val_c_index", "val_c_index_last_epoch") if k in trained}
+        return {"training": {**figures, "note": SELECTED_NOTE}}
+    return {}
 
 
 def _write_cases(path: Path, data, idx: np.ndarray, risk: np.ndarray, months: np.ndarray) -> None:

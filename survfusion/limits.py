@@ -27,3 +27,6 @@ MAX_PATH_CHARS = 1024  # a relative path in inputs.json
 # Values
 RNA_MAX_FACTOR = 100.0  # an RNA value above this many times the gene's largest training value is clipped
 RNA_ABSOLUTE_MAX = 1e7  # the bound for bundles without per-gene training maxima (DESeq2 counts)
+
+# Bundles
+MAX_ENSEMBLE_MEMBERS = 100  # members in one bundle (folds x seeds): each is a full model in memory

@@ -26,7 +26,6 @@ from survfusion.extract import embed_slide
 from survfusion.fileio import read_json
 from survfusion.gcio import CaseFiles
 from survfusion.modeldir import Model
-from survfusion.models import batched_risks
 
 
 class StrictModeError(UserError):
@@ -111,22 +110,25 @@ def _rna(files: CaseFiles, model: Model, case: _Case):
     expression = _read_json(files.rna, "RNA", case)
     if not isinstance(expression, dict):
         raise UserError(f"RNA file is a JSON {type(expression).__name__}, not an object gene -> value")
-    if model.bundle.rna.usable_genes(expression) == 0:
+    members = model.bundle.members
+    if any(m.rna.usable_genes(expression) == 0 for m in members):
         raise UserError("RNA file has no usable gene (no known symbol with a finite value)")
-    enc = model.bundle.rna.transform(expression)
-    for w in enc.warnings:
-        case.warn(w)
-    return torch.from_numpy(enc.values)[None]
+    _warn_once([w for m in members for w in m.rna.transform(expression).warnings], case)
+    return expression
 
 
 def _clinical(files: CaseFiles, model: Model, case: _Case):
     record = _read_json(files.clinical, "clinical", case)
     if not isinstance(record, dict):
         raise UserError(f"clinical file is a JSON {type(record).__name__}, not an object")
-    enc = model.bundle.clinical.transform(record)
-    for w in enc.warnings:
+    _warn_once([w for m in model.bundle.members for w in m.clinical.transform(record).warnings], case)
+    return record
+
+
+def _warn_once(warnings: list[str], case: _Case) -> None:
+    """Each distinct warning of the members' preprocessing once (an ensemble's members share most)."""
+    for w in dict.fromkeys(warnings):
         case.warn(w)
-    return torch.from_numpy(enc.values)[None]
 
 
 def predict_case(
@@ -152,7 +154,11 @@ def predict_case(
         raise UserError("no prediction possible: " + "; ".join(case.replaced.values()))
     t0 = time.perf_counter()
     risk = _risk(model, inputs, case)
-    log(f"model    {time.perf_counter() - t0:7.2f} s  {model.bundle.model_name}, risk {risk:.4f}")
+    members = len(model.bundle.members)
+    log(
+        f"model    {time.perf_counter() - t0:7.2f} s  {model.bundle.model_name}, "
+        f"{members} member{'s' * (members > 1)}, risk {risk:.4f}"
+    )
     t0 = time.perf_counter()
     months = float(model.bundle.months(np.array([risk]))[0])
     log(f"calibrate{time.perf_counter() - t0:7.2f} s  {model.bundle.calibration.mode}: {months:.2f} months")
@@ -160,14 +166,13 @@ def predict_case(
 
 
 def _risk(model: Model, inputs: dict, case: _Case) -> float:
-    bundle, dims = model.bundle, model.bundle.model.dims
-    means = bundle.embedding_means
+    """The bundle's risk: one forward per member on the one embedded slide (``Bundle.risks``)."""
+    bundle = model.bundle
     for name, why in case.replaced.items():
-        if means is None:
+        if any(m.embedding_means is None for m in bundle.members):
             raise UserError(f"{why}, and the bundle has no training means to stand in for it")
         case.warn(f"{name} input replaced by its training-mean embedding: {why}")
-    bag = inputs["hist"][0] if "hist" in inputs else torch.zeros(0, dims.feat_dim)
-    clinical = inputs.get("clinical", torch.zeros(1, dims.clinical_dim))
-    rna = inputs.get("rna", torch.zeros(1, dims.rna_dim))
-    replace = {name: torch.from_numpy(means[name]) for name in case.replaced}
-    return float(batched_risks(bundle.model, [bag], clinical, rna, replace=replace)[0])
+    feat_dim = bundle.members[0].model.dims.feat_dim
+    bag = inputs["hist"][0] if "hist" in inputs else torch.zeros(0, feat_dim)
+    clinical, rna = inputs.get("clinical", {}), inputs.get("rna", {})
+    return float(bundle.risks([bag], [clinical], [rna], replace=tuple(case.replaced))[0])

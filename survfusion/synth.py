@@ -376,13 +376,15 @@ def write_untrained_model(
     precision: str = "fp32",
     n_genes: int = 512,
     seed: int = 0,
+    members: int = 1,
 ) -> Path:
     """A complete model directory around an *untrained* ABMIL_Surv_PG (seeded weights, ``n_genes``
     genes, calibration on synthetic outcomes) for ``encoder``'s features: every part a real one has,
-    for tests and benchmarks of the container's path. Never a model to submit."""
+    for tests and benchmarks of the container's path; ``members`` > 1 makes it an ensemble of
+    differently seeded members. Never a model to submit."""
     import torch
 
-    from survfusion.bundle import Bundle, save_bundle
+    from survfusion.bundle import Bundle, Member, save_bundle
     from survfusion.calibration import RiskToTime
     from survfusion.encoders import encoder_spec
     from survfusion.fileio import sha256_file
@@ -402,17 +404,16 @@ def write_untrained_model(
         **ExtractConfig().tiling(),
     )
     genes = reference_genes()[:n_genes]
-    model = build_model("ABMIL_Surv_PG", feat_dim=encoder_spec(encoder).embed_dim, rna_dim=len(genes))
     times, events = [p.time_months for p in patients], [p.event for p in patients]
-    bundle = Bundle(
-        "ABMIL_Surv_PG",
-        model,
-        ClinicalEncoder.fit([p.clinical for p in patients]),
-        RnaVectorizer(genes, log1p=True),
-        RiskToTime().fit(rng.normal(size=len(patients)), times, events),
-        config={"features": request.to_dict()},
-        embedding_means={"hist": rng.normal(size=512), "rna": rng.random(128), "clinical": rng.random(27)},
-    )
+    clinical = ClinicalEncoder.fit([p.clinical for p in patients])
+    calibration = RiskToTime().fit(rng.normal(size=len(patients)), times, events)
+    parts = []
+    for k in range(members):  # the first member on the unit scale, the others on their own
+        model = build_model("ABMIL_Surv_PG", feat_dim=encoder_spec(encoder).embed_dim, rna_dim=len(genes))
+        means = {"hist": rng.normal(size=512), "rna": rng.random(128), "clinical": rng.random(27)}
+        scale = (0.0, 1.0) if k == 0 else (float(rng.normal()), float(rng.uniform(0.5, 2.0)))
+        parts.append(Member(model, clinical, RnaVectorizer(genes, log1p=True), means, *scale))
+    bundle = Bundle("ABMIL_Surv_PG", parts, calibration, config={"features": request.to_dict()})
     bundle_dir = save_bundle(bundle, out.parent / f".{out.name}-bundle")
     try:
         return write_model_dir(out, bundle_dir, encoder_weights)

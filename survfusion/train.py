@@ -33,6 +33,11 @@ from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_gene
 from survfusion.survival import concordance_index, cox_loss
 
 INITS = ("default", "xavier_normal")
+# What a best-epoch validation C-index is, wherever one is printed or stored.
+SELECTED_NOTE = (
+    "optimistic: the best epoch was chosen on the very patients it is scored on; the last epoch's "
+    "figure was not chosen on them"
+)
 SAMPLERS = ("shuffle", "event_balanced")
 
 
@@ -152,6 +157,7 @@ class Trainer:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam or None
         )
         self.rng = np.random.default_rng(cfg.seed)
+        self.last_epoch: dict = {}
 
     def _inputs(self, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
         """The model's inputs for patients ``idx`` on the device: features, clinical, rna, mask."""
@@ -230,8 +236,12 @@ class Trainer:
                     else ""
                 )
                 raise UserError(f"training diverged in epoch {epoch}: non-finite risks{hint}") from None
-            tr_loss, tr_c = self._scores(self.train_idx, self.predict(self.train_idx))
-            va_loss, va_c = self._scores(self.val_idx, self.predict(self.val_idx))
+            tr_risk, va_risk = self.predict(self.train_idx), self.predict(self.val_idx)
+            tr_loss, tr_c = self._scores(self.train_idx, tr_risk)
+            va_loss, va_c = self._scores(self.val_idx, va_risk)
+            # The last epoch's held-out risks, on its training scale: the unselected figure of
+            # cross-validation (the best epoch's are chosen on the very patients they are scored on).
+            self.last_epoch = {"val_risk": va_risk, "train_mean": tr_risk.mean(), "train_sd": tr_risk.std()}
             history.append(
                 {
                     "epoch": epoch,
@@ -295,6 +305,8 @@ def run_training(
         "seed": cfg.seed,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
+        # The held-out C-index (of risks) of the last epoch, not chosen on the held-out patients.
+        "val_c_index_last_epoch": history[-1]["val_c_index"],
         **_split_scores(data, Path(cohort_dir), train_idx, val_idx, train_risk, val_risk, calibration),
         "seconds": time.perf_counter() - t0,
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
@@ -323,31 +335,41 @@ def _split_scores(data, cohort_dir: Path, train_idx, val_idx, train_risk, val_ri
     return scores
 
 
-def _write_run(out: Path, trainer: Trainer, history: list[dict], metrics: dict, calibration) -> None:
-    """config.json, split.json, metrics.json, history.csv and the bundle of a finished run."""
-    data, cfg = trainer.data, trainer.cfg
+def write_records(out: Path, trainer: Trainer, history: list[dict], metrics: dict) -> dict:
+    """config.json, split.json, metrics.json and history.csv of one trained model; returns the split."""
+    data = trainer.data
     split = {
         "train": [data.case_ids[i] for i in trainer.train_idx],
         "val": [data.case_ids[i] for i in trainer.val_idx],
     }
-    resolved = asdict(cfg)
-    write_json(out / "config.json", resolved)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", asdict(trainer.cfg))
     write_json(out / "split.json", split)
     write_json(out / "metrics.json", metrics)
     with open(out / "history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
+    return split
+
+
+def _write_run(out: Path, trainer: Trainer, history: list[dict], metrics: dict, calibration) -> None:
+    """The run's records (``write_records``) and its one-member bundle."""
+    data, cfg = trainer.data, trainer.cfg
+    split = write_records(out, trainer, history, metrics)
     features = data.feature_request and data.feature_request.to_dict()
-    bundle = Bundle(
+    train_risk = trainer.predict(trainer.train_idx)
+    bundle = Bundle.single(
         cfg.model,
         trainer.model,
         trainer.clinical,
         trainer.rna,
         calibration,
-        config={**resolved, "split": split, "features": features},
+        config={**asdict(cfg), "split": split, "features": features},
         metrics=metrics,
         embedding_means=trainer.embedding_means(),
+        risk_mean=float(train_risk.mean()),
+        risk_sd=float(train_risk.std()) or 1.0,  # one member needs no common scale
     )
     save_bundle(bundle, out / "bundle")
 
@@ -380,11 +402,15 @@ def run_cross_validation(
             )
         )
     c = np.array([r["val_c_index"] for r in results])
+    last = np.array([r["val_c_index_last_epoch"] for r in results])
     summary = {
         "model": cfg.model,
         "folds": folds,
         "val_c_index_mean": float(c.mean()),
         "val_c_index_sd": float(c.std(ddof=1)),
+        "val_c_index_last_epoch_mean": float(last.mean()),
+        "val_c_index_last_epoch_sd": float(last.std(ddof=1)),
+        "note": SELECTED_NOTE,
         "per_fold": results,
     }
     write_json(Path(out) / "cv.json", summary)

@@ -39,6 +39,7 @@ def make_model_dir(
     weights: Path | None = None,
     precision: str = "fp32",
     name: str = "model",
+    members: int = 1,
 ) -> Path:
     """``synth.write_untrained_model`` with vit-tiny weights (``weights`` or fresh ones, seed 0)."""
     from survfusion.encoders import init_encoder_weights
@@ -49,4 +50,4 @@ def make_model_dir(
         init_encoder_weights("vit-tiny", weights, seed=0)
         weights.chmod(0o644)  # as a downloaded pytorch_model.bin would be
     # No chmod of the result: the model directory must be readable by the container's user as written.
-    return write_untrained_model(folder / name, weights, precision=precision)
+    return write_untrained_model(folder / name, weights, precision=precision, members=members)

@@ -57,7 +57,7 @@ def test_model_problems_fail_in_one_line(scratch, model_dir, problem):
     if problem == "no bundle":
         shutil.rmtree(broken / "bundle")
     elif problem == "corrupt bundle":
-        w = broken / "bundle" / "weights.safetensors"
+        w = broken / "bundle" / "member_00" / "weights.safetensors"
         data = bytearray(w.read_bytes())
         data[len(data) // 2] ^= 0xFF
         w.write_bytes(bytes(data))

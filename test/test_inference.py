@@ -262,3 +262,38 @@ def test_hostile_inputs(capsys, scratch, model_dir, clean, name, mutate, code, n
         assert strict.returncode == 1 and "--strict" in strict.stderr.strip().splitlines()[-1]
     else:
         assert "warning" not in run.stderr, run.stderr
+
+
+def test_an_ensemble_embeds_once_and_uses_every_member(capsys, monkeypatch, scratch):
+    """Three members: one pass of the tile encoder, each member's forward on the same features, the
+    bundle's formula and calibration; the log names the member count; a missing modality is replaced
+    in every member with one warning; twice the same bytes."""
+    import survfusion.predict as predict_mod
+    from survfusion.bundle import load_bundle
+    from survfusion.gcio import CLINICAL_FILE, RNA_FILE
+
+    model = make_model_dir(scratch, name="ensemble-model", members=3)
+    path = case(scratch, "ensemble")
+    seen = []
+    real = predict_mod.embed_slide
+    monkeypatch.setattr(predict_mod, "embed_slide", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    run = run_inference(capsys, path, model, out=scratch / "ens-out")
+    assert run.returncode == 0, run.stderr
+    assert len(seen) == 1  # one embedding pass for the three members
+    assert "3 members" in next(line for line in run.stdout.splitlines() if "] model " in line)
+    bundle = load_bundle(model / "bundle")
+    record = json.loads(next(path.rglob(CLINICAL_FILE)).read_text())
+    expression = json.loads(next(path.rglob(RNA_FILE)).read_text())
+    risk = bundle.risks([torch.from_numpy(seen[0].features)], [record], [expression])
+    assert months(run) == pytest.approx(float(bundle.months(risk)[0]), rel=1e-12)
+    per_member = bundle.member_risks([torch.from_numpy(seen[0].features)], [record], [expression])
+    assert len(set(per_member[:, 0].tolist())) == 3
+    again = run_inference(capsys, path, model, out=scratch / "ens-out2")
+    assert again.output == run.output
+
+    no_rna = case(scratch, "ensemble-no-rna", lambda p: next(p.rglob(RNA_FILE)).unlink())
+    run = run_inference(capsys, no_rna, model, out=scratch / "ens-no-rna-out")
+    assert run.returncode == 0 and np.isfinite(months(run))
+    assert run.stderr.count("rna input replaced by its training-mean embedding") == 1, run.stderr
+    replaced = bundle.risks([torch.from_numpy(seen[-1].features)], [record], [{}], replace=("rna",))
+    assert months(run) == pytest.approx(float(bundle.months(replaced)[0]), rel=1e-12)

@@ -164,16 +164,68 @@ def test_training_is_reproducible_bit_for_bit(small, tmp_path):
     assert (tmp_path / "a" / "history.csv").read_text().split("seconds")[0] == (
         tmp_path / "b" / "history.csv"
     ).read_text().split("seconds")[0]
-    wa = (tmp_path / "a" / "bundle" / "weights.safetensors").read_bytes()
-    wb = (tmp_path / "b" / "bundle" / "weights.safetensors").read_bytes()
+    wa = (tmp_path / "a" / "bundle" / "member_00" / "weights.safetensors").read_bytes()
+    wb = (tmp_path / "b" / "bundle" / "member_00" / "weights.safetensors").read_bytes()
     assert wa == wb
 
 
-def test_cross_validation_writes_every_fold(small, tmp_path):
+def test_cross_validation_writes_every_fold(small, tmp_path, capsys):
     assert _train(small, tmp_path / "cv", "--folds", "3", "--max-epochs", "2") == 0
     summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert summary["folds"] == 3 and len(summary["per_fold"]) == 3
     assert all((tmp_path / "cv" / f"fold_{k}" / "bundle" / "manifest.json").is_file() for k in range(3))
+    histories = [read_csv(tmp_path / "cv" / f"fold_{k}" / "history.csv") for k in range(3)]
+    last = [float(h[-1]["val_c_index"]) for h in histories]
+    assert summary["val_c_index_last_epoch_mean"] == pytest.approx(np.mean(last))
+    printed = capsys.readouterr().out
+    assert "at each fold's best epoch" in printed and "at its last epoch" in printed
+    assert "optimistic" in printed
+
+
+def test_ensemble_trains_bundles_loads_and_predicts(small, tmp_path, capsys):
+    """3 folds x 2 seeds: six members in one bundle, calibrated on the out-of-fold risks, which are
+    recomputed here from each member's own predictions; evaluate reports them labelled."""
+    from survfusion.bundle import Bundle, load_bundle, on_common_scale
+
+    _, cohort, feats, _ = small
+    run = tmp_path / "ens"
+    assert _train(small, run, "--ensemble", "--folds", "3", "--seeds", "2", "--max-epochs", "2") == 0
+    assert "optimistic" in capsys.readouterr().out
+    bundle = load_bundle(run / "bundle")
+    assert len(bundle.members) == 6
+    members = {(m.info["seed"], m.info["fold"]) for m in bundle.members}
+    assert members == {(s, k) for s in (0, 1) for k in range(3)}
+    assert main(["check-bundle", str(run / "bundle")]) == 0
+    assert "members=6" in capsys.readouterr().out
+    data = load_cohort(cohort, feats)
+    rows = read_csv(run / "oof.csv")
+    assert sorted(r["case_id"] for r in rows) == sorted(data.case_ids)  # every patient, once
+    where = {c: i for i, c in enumerate(data.case_ids)}
+    z = np.zeros((2, N))
+    for m in bundle.members:  # each patient's risk from the member of each seed that held it out
+        held = [j for j, r in enumerate(rows) if int(r[f"fold_seed{m.info['seed']}"]) == m.info["fold"]]
+        idx = [where[rows[j]["case_id"]] for j in held]
+        member_only = Bundle(bundle.model_name, [m], bundle.calibration)
+        risk = member_only.member_risks(
+            [data.bags[i] for i in idx], [data.clinical[i] for i in idx], [data.rna_doc(i) for i in idx]
+        )[0]
+        z[m.info["seed"], held] = (risk - m.risk_mean) / m.risk_sd
+    means, sds = [m.risk_mean for m in bundle.members], [m.risk_sd for m in bundle.members]
+    oof = on_common_scale(z.mean(axis=0), means, sds)
+    np.testing.assert_allclose(oof, [float(r["oof_risk"]) for r in rows], atol=2e-6)
+    np.testing.assert_allclose(sorted(bundle.calibration.to_dict()["train_risk"]), sorted(oof), atol=1e-9)
+    t = np.array([float(r["time_months"]) for r in rows])
+    e = np.array([r["event"] == "1" for r in rows])
+    metrics = json.loads((run / "metrics.json").read_text())
+    months = bundle.months(oof)
+    assert metrics["oof_c_index"] == pytest.approx(concordance_index_censored(e, t, -months)[0], abs=1e-9)
+    args = ["evaluate", "--bundle", str(run / "bundle"), "--cohort", str(cohort), "--features", str(feats)]
+    assert main([*args, "--out", str(tmp_path / "ev"), "--cases", "all", "--heatmaps", "1"]) == 0
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert ev["members"] == 6 and "optimistic" in ev["training"]["oof_note"]
+    assert ev["training"]["oof_c_index"] == metrics["oof_c_index"]
+    assert main([*args, "--out", str(tmp_path / "ev2"), "--cases", "val"]) == 2  # no validation split
+    assert main([*args, "--out", str(tmp_path / "ev3"), "--cases", "test"]) == 2  # no unseen patient
 
 
 def test_reference_code_recipe_options(small, tmp_path):
