@@ -275,3 +275,34 @@ def test_ties_in_validation_c_index_keep_the_later_epoch_when_asked(small, tmp_p
         cfg.write_text(json.dumps({"tie_break": tie_break, "patience": 10}))
         assert _train(small, out, "--config", str(cfg)) == 0
         assert json.loads((out / "metrics.json").read_text())["best_epoch"] == best
+
+
+def test_outer_test_protocol_never_trains_on_its_test_patients(small, tmp_path, capsys):
+    from survfusion.protocol import outer_folds
+
+    _, cohort, feats, config = small
+    out = tmp_path / "outer"
+    args = ["outer-test", "--cohort", str(cohort), "--features", str(feats), "--out", str(out),
+            "--config", str(config), "--models", "ABMIL_Surv", "--outer", "5", "--folds", "2",
+            "--max-epochs", "1"]  # fmt: skip
+    assert main([*args, "--only", "0"]) == 0
+    data = load_cohort(cohort, feats)
+    test = {data.case_ids[i] for i in np.flatnonzero(outer_folds(data, 5, 0) == 0)}
+    assert 3 <= len(test) <= 7
+    seen = set()
+    for method in ("single", "ensemble"):
+        unit = out / "outer0" / f"ABMIL_Surv-{method}"
+        assert {r["case_id"] for r in read_csv(unit / "test.csv")} == test
+        for split in [unit / "split.json", *unit.glob("members/*/split.json")]:
+            if split.is_file():
+                s = json.loads(split.read_text())
+                seen |= set(s["train"]) | set(s["val"])
+        assert not (unit / "bundle").exists()  # predictions kept, bundles dropped
+    assert seen and not seen & test
+    assert len(list((out / "outer0" / "ABMIL_Surv-ensemble" / "members").iterdir())) == 2
+    report = capsys.readouterr().out
+    assert "| ABMIL_Surv | 1 |" in report and "ensemble" in report and "single" in report
+    assert (out / "report.md").read_text().strip() in report and "C(ensemble) - C(single)" in report
+    assert main([*args, "--only", "0", "--seed", "1"]) == 2  # other settings never mix into one folder
+    assert "other settings" in capsys.readouterr().err
+    assert main([*args, "--outer", "4"]) == 2  # fewer than 5 outer test sets
