@@ -9,8 +9,9 @@ the order data flows through them:
   ``request`` holds what a feature set is (``FeatureRequest``) and the extraction settings
 - features to a model: ``dataset`` -> ``preprocess`` (clinical and RNA vectors) -> ``models`` and
   ``fusions`` (registered in ``registry``) -> ``survival`` (Cox loss, C-index, Kaplan-Meier) ->
-  ``train`` -> ``calibration`` (risk -> months) -> ``bundle`` (everything a prediction needs, checked
-  on load) -> ``evaluate``
+  ``train`` (one model) or ``ensemble`` (K fold models, out-of-fold calibration) -> ``calibration``
+  (risk -> months) -> ``bundle`` (everything a prediction needs, one or K members, checked on load)
+  -> ``evaluate``; ``protocol`` judges a training method on outer test sets it never sees
 - one case in the container: ``gcio`` (sockets, paths, output) -> ``modeldir`` (bundle + encoder)
   -> ``predict`` (with fallbacks)
 - shared: ``limits`` (every documented input limit), ``fileio`` (checksums, atomic writes, the

@@ -5,7 +5,8 @@
 - ``init-encoder``: create local random weights for a tile encoder (tests, demos).
 - ``extract``: slides (+ tissue masks) -> one HDF5 feature file per slide.
 - ``synth``: a synthetic cohort in the real formats (and a grand-challenge sample case).
-- ``train``, ``evaluate``, ``compare``: the experiment.
+- ``train`` (``--folds K --ensemble`` for a fold ensemble), ``evaluate``, ``compare``: the experiment.
+- ``outer-test``: the paper's single split vs the fold ensemble on outer test sets.
 - ``package``: assemble the container's model directory (bundle + encoder weights as safetensors).
 """
 

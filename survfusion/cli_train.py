@@ -123,7 +123,7 @@ def run_outer_test(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from survfusion.dataset import load_cohort
-    from survfusion.train import run_cross_validation, run_training
+    from survfusion.train import SELECTED_NOTE, run_cross_validation, run_training
 
     cfg = _config(args)
     data = load_cohort(args.cohort, args.features)
@@ -158,8 +158,9 @@ def run_train(args: argparse.Namespace) -> int:
         m = run_training(data, cfg, args.out, cohort_dir=args.cohort, device=args.device)
         oracle = f"; oracle {m['oracle_val_c_index']:.3f}" if "oracle_val_c_index" in m else ""
         print(
-            f"train: best epoch {m['best_epoch']} of {m['epochs_run']}; held-out C-index "
-            f"{m['val_c_index']:.3f} (risk {m['val_c_index_risk']:.3f}{oracle}); {m['seconds']:.0f} s"
+            f"train: best epoch {m['best_epoch']} of {m['epochs_run']}; validation C-index at the best "
+            f"epoch {m['val_c_index']:.3f} (risk {m['val_c_index_risk']:.3f}{oracle}), at the last epoch "
+            f"{m['val_c_index_last_epoch']:.3f} [{SELECTED_NOTE}]; {m['seconds']:.0f} s"
         )
     return 0
 

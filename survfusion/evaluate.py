@@ -93,9 +93,12 @@ def evaluate(
     write_json(out / "metrics.json", metrics)
     t, e = data.time_months[idx], data.event[idx]
     plot_km_quartiles(t, e, risk, out / "km_risk_quartiles.png", title=f"{bundle.model_name}: {cases} cases")
-    history = Path(bundle_dir).parent / "history.csv"
-    if history.is_file():
-        plot_history(history, out / "c_index_per_epoch.png")
+    run = Path(bundle_dir).parent
+    histories = sorted(run.glob("members/*/history.csv")) or [p for p in [run / "history.csv"] if p.is_file()]
+    if len(histories) == 1:
+        plot_history(histories[0], out / "c_index_per_epoch.png")
+    elif histories:
+        plot_member_histories(histories, out / "c_index_per_epoch.png")
     slides = {job.case_id: job.slide for job in cohort_jobs(cohort)}  # any slide suffix the cohort uses
     for k in _heatmap_choice(data, idx, risk, cases, heatmaps, heatmap_cases):
         slide = slides.get(data.case_ids[idx[k]])
@@ -214,6 +217,27 @@ def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> Non
     plt.close(fig)
 
 
+def plot_member_histories(history_csvs: list[Path], path: str | os.PathLike) -> None:
+    """Each ensemble member's validation C-index per epoch (on its own held-out fold), its best epoch
+    marked: how much the epoch choice bends each fold's figure."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, csv_path in enumerate(history_csvs):
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        epoch = [int(r["epoch"]) for r in rows]
+        va = [float(r["val_c_index"]) for r in rows]
+        (line,) = ax.plot(epoch, va, lw=1, alpha=0.8, label=csv_path.parent.name if k < 10 else None)
+        best = int(np.nanargmax(va))
+        ax.plot(epoch[best], va[best], "o", color=line.get_color())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation C-index (own fold)")
+    ax.set_title("ensemble members: dots mark the epoch each member kept")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_heatmap(
     slide_path, coords_lv0: np.ndarray, tile_lv0: int, attention: np.ndarray, path, *, title: str = ""
 ) -> None:
@@ -237,32 +261,42 @@ def plot_heatmap(
     plt.close(fig)
 
 
+def _fmt(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
 def compare_runs(runs: list[str | os.PathLike]) -> str:
-    """Markdown: one row per finished run, then mean ± sd per model and gene count (the paper's Table 2)."""
-    done = [
+    """Markdown: one row per finished run, then mean ± sd per model and gene count (the paper's Table 2);
+    ensemble runs in a table of their own (their figure is out-of-fold, not a validation split)."""
+    found = [
         (Path(r), json.loads((Path(r) / "metrics.json").read_text()))
         for r in runs
         if (Path(r) / "metrics.json").is_file()
     ]
-    if not done:
-        return ""
+    single = [(r, m) for r, m in found if not m.get("ensemble")]
+    ensembles = [(r, m) for r, m in found if m.get("ensemble")]
+    parts = [_single_tables(single)] if single else []
+    if ensembles:
+        parts.append(_ensemble_table(ensembles))
+    return "\n\n".join(parts)
 
-    def fmt(x):
-        return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
+def _single_tables(done: list[tuple[Path, dict]]) -> str:
     lines = [
-        "| run | model | genes | seed | held-out C (months) | C (risk) | oracle C | best | epochs | min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | model | genes | seed | validation C (months), best epoch [optimistic] | C (risk) | "
+        "at the last epoch | oracle C | best | epochs | min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run, m in done:
         lines.append(
             f"| {run.name} | {m['model']} | {m.get('rna_genes', '–')} | {m['seed']} | "
-            f"{fmt(m['val_c_index'])} | {fmt(m['val_c_index_risk'])} | {fmt(m.get('oracle_val_c_index'))} "
+            f"{_fmt(m['val_c_index'])} | {_fmt(m['val_c_index_risk'])} | "
+            f"{_fmt(m.get('val_c_index_last_epoch'))} | {_fmt(m.get('oracle_val_c_index'))} "
             f"| {m['best_epoch']} | {m['epochs_run']} | {m['seconds'] / 60:.1f} |"
         )
     lines += [
         "",
-        "| model | genes | runs | held-out C (months), mean ± sd | oracle C, mean | C / oracle | min/run |",
+        "| model | genes | runs | validation C (months), mean ± sd | oracle C, mean | C / oracle | min/run |",
         "|---|---|---|---|---|---|---|",
     ]
     for key in dict.fromkeys((m["model"], m.get("rna_genes")) for _, m in done):
@@ -270,10 +304,26 @@ def compare_runs(runs: list[str | os.PathLike]) -> str:
         c = np.array([m["val_c_index"] for m in ms])
         sd = f" ± {c.std(ddof=1):.3f}" if len(c) > 1 else ""
         oracle = [m["oracle_val_c_index"] for m in ms if "oracle_val_c_index" in m]
-        ratio = fmt(float(c.mean() / np.mean(oracle))) if len(oracle) == len(ms) else "–"
+        ratio = _fmt(float(c.mean() / np.mean(oracle))) if len(oracle) == len(ms) else "–"
         lines.append(
             f"| {key[0]} | {key[1]} | {len(ms)} | {c.mean():.3f}{sd} | "
-            f"{fmt(float(np.mean(oracle)) if oracle else None)} | {ratio} | "
+            f"{_fmt(float(np.mean(oracle)) if oracle else None)} | {ratio} | "
             f"{np.mean([m['seconds'] for m in ms]) / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _ensemble_table(ensembles: list[tuple[Path, dict]]) -> str:
+    lines = [
+        "| ensemble run | model | genes | members | out-of-fold C (months) [optimistic] | 95% CI | "
+        "at the last epochs | oracle C | min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run, m in ensembles:
+        low, high = m["oof_c_index_ci95"]
+        lines.append(
+            f"| {run.name} | {m['model']} | {m.get('rna_genes', '–')} | {m['members']} | "
+            f"{_fmt(m['oof_c_index'])} | {_fmt(low)}-{_fmt(high)} | {_fmt(m['oof_c_index_last_epoch'])} | "
+            f"{_fmt(m.get('oracle_oof_c_index'))} | {m['seconds'] / 60:.1f} |"
         )
     return "\n".join(lines)

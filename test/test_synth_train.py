@@ -224,6 +224,9 @@ def test_ensemble_trains_bundles_loads_and_predicts(small, tmp_path, capsys):
     ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert ev["members"] == 6 and "optimistic" in ev["training"]["oof_note"]
     assert ev["training"]["oof_c_index"] == metrics["oof_c_index"]
+    assert (tmp_path / "ev" / "c_index_per_epoch.png").is_file()  # the six members' curves
+    assert main(["compare", str(run)]) == 0
+    assert "out-of-fold C (months) [optimistic]" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "ev2"), "--cases", "val"]) == 2  # no validation split
     assert main([*args, "--out", str(tmp_path / "ev3"), "--cases", "test"]) == 2  # no unseen patient
 
