@@ -93,14 +93,13 @@ class Member:
         """Encoded ``(clinical (P, C), rna (P, G))`` tensors of raw records through this member's
         preprocessing; a modality in ``replace`` is zeros (its embedding is replaced anyway)."""
         n = len(clinical)
-        if "clinical" in replace:
-            clin = np.zeros((n, self.clinical.dim), np.float32)
-        else:
-            clin = np.stack([self.clinical.transform(r).values for r in clinical]).reshape(n, -1)
-        if "rna" in replace:
-            genes = np.zeros((n, self.rna.dim), np.float32)
-        else:
-            genes = np.stack([self.rna.transform(d).values for d in rna]).reshape(n, -1)
+        clin = np.zeros((n, self.clinical.dim), np.float32)
+        genes = np.zeros((n, self.rna.dim), np.float32)
+        for i in range(n):
+            if "clinical" not in replace:
+                clin[i] = self.clinical.transform(clinical[i]).values
+            if "rna" not in replace:
+                genes[i] = self.rna.transform(rna[i]).values
         return torch.from_numpy(clin), torch.from_numpy(genes)
 
 
