@@ -220,21 +220,26 @@ def report(out: str | os.PathLike) -> str:
     lines = [
         "| model | method | test sets | members | test C (months), mean ± sd | test C (risk) | "
         "C(months) = C(risk) | median abs. error, events (months) | self-reported C (selection) | "
-        "train min / unit |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "train min / member | bundle MB / member | predict s / test set |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (model, method), by_fold in sorted(units.items()):
         s = [_scores(u) for u in by_fold.values()]
         c = np.array([x["c_months"] for x in s])
         cr = np.array([x["c_risk"] for x in s])
         mae = float(np.median(np.concatenate([x["abs_error_events"] for x in s])))
-        sel = np.mean([u["selection_c_index"] for u in by_fold.values()])
+        us = list(by_fold.values())
+        sel = np.mean([u["selection_c_index"] for u in us])
+
+        def per_member(key: str, us=us) -> float:
+            return float(np.mean([u[key] / u["members"] for u in us]))
+
         sd = f" ± {c.std(ddof=1):.3f}" if len(c) > 1 else ""
         lines.append(
             f"| {model} | {method} | {len(c)} | {next(iter(by_fold.values()))['members']} | "
             f"{c.mean():.3f}{sd} | {cr.mean():.3f} | {'yes' if np.allclose(c, cr) else 'no'} | "
-            f"{mae:.1f} | {sel:.3f} | "
-            f"{np.mean([u['train_seconds'] for u in by_fold.values()]) / 60:.1f} |"
+            f"{mae:.1f} | {sel:.3f} | {per_member('train_seconds') / 60:.1f} | "
+            f"{per_member('bundle_bytes') / 2**20:.1f} | {np.mean([u['predict_seconds'] for u in us]):.2f} |"
         )
     lines += [
         "",
