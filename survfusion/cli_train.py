@@ -30,8 +30,8 @@ def add_train_parsers(sub) -> None:
     p.add_argument(
         "--ensemble",
         action="store_true",
-        help="one bundle of all fold models, calibrated on their out-of-fold risks (the recommended "
-        "submission: docs/RESULTS.md)",
+        help="one bundle of all fold models, calibrated on their out-of-fold risks (measured against "
+        "the single split: docs/RESULTS.md)",
     )
     p.add_argument(
         "--seeds", type=int, default=1, help="with --ensemble: deal the folds again with this many seeds"
@@ -125,12 +125,12 @@ def run_train(args: argparse.Namespace) -> int:
     from survfusion.dataset import load_cohort
     from survfusion.train import SELECTED_NOTE, run_cross_validation, run_training
 
+    if args.seeds != 1 and not args.ensemble:
+        raise UserError("--seeds needs --ensemble")
     cfg = _config(args)
     data = load_cohort(args.cohort, args.features)
     n_events = int(data.event.sum())
     print(f"train: {cfg.model}, {len(data)} patients ({n_events} events), seed {cfg.seed} -> {args.out}")
-    if args.seeds != 1 and not args.ensemble:
-        raise UserError("--seeds needs --ensemble")
     if args.ensemble:
         from survfusion.ensemble import DEFAULT_FOLDS, describe, run_ensemble
 

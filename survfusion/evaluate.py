@@ -197,13 +197,17 @@ def plot_km_quartiles(time, event, risk, path: str | os.PathLike, *, title: str 
     plt.close(fig)
 
 
-def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Train and validation C-index per epoch, best epoch marked (the paper's Figure 3)."""
+def _read_history(history_csv: str | os.PathLike) -> tuple[list[int], list[float], list[float]]:
+    """Epochs, training and validation C-index of a run's history.csv."""
     with open(history_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     epoch = [int(r["epoch"]) for r in rows]
-    tr = [float(r["train_c_index"]) for r in rows]
-    va = [float(r["val_c_index"]) for r in rows]
+    return epoch, [float(r["train_c_index"]) for r in rows], [float(r["val_c_index"]) for r in rows]
+
+
+def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Train and validation C-index per epoch, best epoch marked (the paper's Figure 3)."""
+    epoch, tr, va = _read_history(history_csv)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(epoch, tr, label="train")
     ax.plot(epoch, va, label="validation")
@@ -222,10 +226,7 @@ def plot_member_histories(history_csvs: list[Path], path: str | os.PathLike) -> 
     marked: how much the epoch choice bends each fold's figure."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for k, csv_path in enumerate(history_csvs):
-        with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        epoch = [int(r["epoch"]) for r in rows]
-        va = [float(r["val_c_index"]) for r in rows]
+        epoch, _, va = _read_history(csv_path)
         (line,) = ax.plot(epoch, va, lw=1, alpha=0.8, label=csv_path.parent.name if k < 10 else None)
         best = int(np.nanargmax(va))
         ax.plot(epoch[best], va[best], "o", color=line.get_color())

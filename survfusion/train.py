@@ -33,12 +33,12 @@ from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_gene
 from survfusion.survival import concordance_index, cox_loss
 
 INITS = ("default", "xavier_normal")
+SAMPLERS = ("shuffle", "event_balanced")
 # What a best-epoch validation C-index is, wherever one is printed or stored.
 SELECTED_NOTE = (
     "optimistic: the best epoch was chosen on the very patients it is scored on; the last epoch's "
     "figure was not chosen on them"
 )
-SAMPLERS = ("shuffle", "event_balanced")
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ def run_training(
         "parameters": count_parameters(trainer.model),
         "rna_genes": trainer.rna.dim,
     }
-    _write_run(out, trainer, history, metrics, calibration)
+    _write_run(out, trainer, history, metrics, calibration, train_risk)
     return metrics
 
 
@@ -353,12 +353,14 @@ def write_records(out: Path, trainer: Trainer, history: list[dict], metrics: dic
     return split
 
 
-def _write_run(out: Path, trainer: Trainer, history: list[dict], metrics: dict, calibration) -> None:
-    """The run's records (``write_records``) and its one-member bundle."""
+def _write_run(
+    out: Path, trainer: Trainer, history: list[dict], metrics: dict, calibration, train_risk: np.ndarray
+) -> None:
+    """The run's records (``write_records``) and its one-member bundle (on the scale of
+    ``train_risk``, the best epoch's training risks)."""
     data, cfg = trainer.data, trainer.cfg
     split = write_records(out, trainer, history, metrics)
     features = data.feature_request and data.feature_request.to_dict()
-    train_risk = trainer.predict(trainer.train_idx)
     bundle = Bundle.single(
         cfg.model,
         trainer.model,
