@@ -6,15 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 IMAGE=${IMAGE:-survfusion-chimera-task3}
 if [ ! -f model/bundle/manifest.json ]; then
-  echo "export: model/ has no bundle; run ./demo.sh or 'python -m survfusion package' first" >&2
+  echo "$(basename "$0" .sh): model/ has no bundle; run ./demo.sh or 'python -m survfusion package --run RUN --encoder-weights W' first" >&2
   exit 1
 fi
-mkdir -p dist
+scripts/pack_model.sh model dist
 docker image inspect "$IMAGE:latest" >/dev/null 2>&1 || ./build.sh
 docker save "$IMAGE:latest" | gzip -c > dist/survfusion-chimera-task3.tar.gz
-(cd model && find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum) > dist/SHA256SUMS
-# Readable by the container's non-root user whatever the local permissions were.
-tar -czf dist/model.tar.gz --owner=0 --group=0 --mode='a+rX' -C model . -C "$PWD/dist" SHA256SUMS
 (cd dist && sha256sum survfusion-chimera-task3.tar.gz model.tar.gz > uploads.sha256)
 ls -l dist
 echo "export: upload dist/survfusion-chimera-task3.tar.gz as the image and dist/model.tar.gz as the model"

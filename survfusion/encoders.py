@@ -36,6 +36,10 @@ from torch import nn
 from survfusion.errors import ComputeError, UserError
 from survfusion.fileio import sha256_file
 
+# The oldest host driver the pinned torch's CUDA 12 runtime runs on (CUDA 12 minor-version
+# compatibility; the wheel carries SASS for sm_75, so nothing needs a newer driver's PTX JIT).
+MIN_DRIVER = "525.60.13"
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -241,10 +245,29 @@ def nvidia_driver_version() -> str | None:
         return None
 
 
+def _driver_too_old(driver: str | None) -> bool:
+    """Whether a driver version such as ``535.104.05`` is below MIN_DRIVER (unknown: not known to be)."""
+    if driver is None or not re.fullmatch(r"\d+(\.\d+)*", driver):
+        return False
+    return tuple(map(int, driver.split("."))) < tuple(map(int, MIN_DRIVER.split(".")))
+
+
+def _unusable_gpu(torch_part: str) -> str:
+    """Why a GPU torch cannot use is refused: the driver and, when it is older, the floor it misses."""
+    driver = nvidia_driver_version()
+    floor = ""
+    if _driver_too_old(driver):
+        floor = f", older than the {MIN_DRIVER} that CUDA {torch.version.cuda} needs"
+    return f"{torch_part} (driver {driver or 'unknown'}{floor})"
+
+
 def describe_device(device: torch.device) -> str:
     """One line for the log: the GPU's name and capability, torch's CUDA version, the driver's."""
     if device.type != "cuda":
-        return f"{device} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        return (
+            f"{device} (torch {torch.__version__}, CUDA runtime {torch.version.cuda} unused, "
+            f"{torch.get_num_threads()} threads)"
+        )
     major, minor = torch.cuda.get_device_capability(device)
     return (
         f"{torch.cuda.get_device_name(device)} (sm_{major}{minor}), torch {torch.__version__} with CUDA "
@@ -261,9 +284,12 @@ def resolve_device(device: str = "auto") -> torch.device:
             return torch.device("cuda")
         if nvidia_device_visible():
             raise ComputeError(
-                f"an NVIDIA GPU is visible but torch {torch.__version__} (CUDA {torch.version.cuda}) cannot "
-                f"use it (driver {nvidia_driver_version() or 'unknown'}): the host driver may be too old "
-                "for this CUDA; refusing to run UNI on the CPU (use --device cpu to insist)"
+                _unusable_gpu(
+                    f"an NVIDIA GPU is visible but torch {torch.__version__} (CUDA {torch.version.cuda}) "
+                    "cannot use it"
+                )
+                + f"; this torch needs a host driver >= {MIN_DRIVER}; refusing to run the encoder on "
+                "the CPU (use --device cpu to insist)"
             )
         return torch.device("cpu")
     try:
@@ -272,8 +298,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise UserError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ComputeError(
-            f"device {device!r} requested but torch {torch.__version__} (CUDA {torch.version.cuda}) "
-            f"cannot use a GPU here (driver {nvidia_driver_version() or 'none found'})"
+            _unusable_gpu(
+                f"device {device!r} requested but torch {torch.__version__} (CUDA {torch.version.cuda}) "
+                "cannot use a GPU here"
+            )
         )
     return dev
 

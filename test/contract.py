@@ -1,14 +1,19 @@
 """Run inference.py the way the container runs it, without a container engine.
 
-In a private mount namespace with no network (``unshare -m -n``): the input and model directories
-are bind-mounted read-only, the process runs as ``nobody`` with an empty temporary directory as HOME
-and TMPDIR, and afterwards no file owned by ``nobody`` may exist outside the output and temporary
-directories. A Python that lives under /root (0700) is made reachable by re-mounting the folders it
-needs under a tmpfs on /root, inside the namespace only: the host is not changed.
+In a private mount namespace with no network (``unshare -m -n``), under grand-challenge's limits
+(``scripts/platform.env``: at most 4 CPUs by affinity, RLIMIT_DATA of 15 GiB as sagemaker-shim sets
+it): the model directory is packed with ``scripts/pack_model.sh`` (the tarball ``export.sh``
+uploads), extracted, and bind-mounted read-only at ``/opt/ml/model``, where inference.py finds it
+by default; the input is bind-mounted read-only; the process runs as ``nobody`` with an empty
+temporary directory as HOME and TMPDIR, and afterwards no file owned by ``nobody`` may exist outside
+the output and temporary directories. /opt and /root get a tmpfs inside the namespace, with the
+folders the process needs (Python's prefix, the venv, the repository) bound back: the host is not
+changed.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
 import shutil
@@ -21,6 +26,42 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOBODY = 65534
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
+MODEL_MOUNT = "/opt/ml/model"
+HIDDEN = (Path("/root"), Path("/opt"))  # replaced by a tmpfs in the namespace (see the docstring)
+
+
+def platform_limits() -> dict[str, int]:
+    """scripts/platform.env as numbers (the one place the platform's limits are written)."""
+    limits = {}
+    for line in (ROOT / "scripts" / "platform.env").read_text().splitlines():
+        key, _, value = line.partition("#")[0].partition("=")
+        if key.strip():
+            limits[key.strip()] = int(value)
+    return limits
+
+
+def cpu_set() -> list[int]:
+    """The CPUs the contained process may use: the first GC_CPUS of ours."""
+    return sorted(os.sched_getaffinity(0))[: platform_limits()["GC_CPUS"]]
+
+
+_PACKED: dict[Path, Path] = {}
+
+
+def packed_model(model_dir: Path) -> Path:
+    """``model_dir`` packed by scripts/pack_model.sh and extracted, as the platform extracts the
+    tarball to /opt/ml/model (once per model directory)."""
+    model_dir = model_dir.resolve()
+    if model_dir not in _PACKED:
+        work = Path(tempfile.mkdtemp(prefix="packed-model-"))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+        subprocess.run([str(ROOT / "scripts" / "pack_model.sh"), str(model_dir), str(work)], check=True)
+        (work / "model").mkdir()
+        subprocess.run(["tar", "-xzf", str(work / "model.tar.gz"), "-C", str(work / "model")], check=True)
+        for d in (work, work / "model"):
+            d.chmod(0o755)
+        _PACKED[model_dir] = work / "model"
+    return _PACKED[model_dir]
 
 
 @dataclass
@@ -36,7 +77,7 @@ def harness_available() -> str | None:
     """None when the harness can run here, else the reason it cannot."""
     if os.geteuid() != 0:
         return "needs root to create the namespace (CI runs as root)"
-    for tool in ("unshare", "setpriv", "mount"):
+    for tool in ("unshare", "setpriv", "mount", "prlimit", "taskset", "tar"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, check=False)
@@ -45,16 +86,34 @@ def harness_available() -> str | None:
     return None
 
 
-def _reachable_paths() -> list[Path]:
-    """Folders under /root that the process needs (Python's prefix, the venv, the repository)."""
+def _reachable_paths(hidden: Path) -> list[Path]:
+    """Folders under ``hidden`` that the process needs (Python's prefix, the venv, the repository)."""
     wanted = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), ROOT}
-    return sorted(p for p in wanted if str(p).startswith("/root/") or p == Path("/root"))
+    return sorted(p for p in wanted if p == hidden or hidden in p.parents)
+
+
+def _mount_lines(stash: Path, model: Path) -> list[str]:
+    """Shell lines: what the process needs under each HIDDEN folder is bound aside, a tmpfs covers
+    the folder, the kept paths are bound back; then the packed model read-only at MODEL_MOUNT."""
+    keep = [path for hidden in HIDDEN for path in _reachable_paths(hidden)]
+    aside = [stash / str(i) for i in range(len(keep))]
+    lines = []
+    for path, spot in zip(keep, aside, strict=True):
+        spot.mkdir(parents=True)
+        lines.append(f"mount --bind {shlex.quote(str(path))} {spot}")
+    lines += [f"mount -t tmpfs -o mode=755 tmpfs {hidden}" for hidden in HIDDEN]
+    for path, spot in zip(keep, aside, strict=True):
+        lines += [f"mkdir -p {shlex.quote(str(path))}", f"mount --bind {spot} {shlex.quote(str(path))}"]
+    q = shlex.quote(str(model))
+    return [*lines, f"mkdir -p {MODEL_MOUNT}", f"mount --bind {q} {MODEL_MOUNT}",
+            f"mount -o remount,bind,ro {MODEL_MOUNT}"]  # fmt: skip
 
 
 def run_contract(
     input_dir: Path, model_dir: Path, *extra: str, timeout: int = 300, program: str | None = None
 ) -> ContractRun:
     """inference.py (or ``python -c program``) on ``input_dir`` with ``model_dir``, contained."""
+    model = packed_model(model_dir)
     work = Path(tempfile.mkdtemp(prefix="contract-"))
     try:
         work.chmod(0o755)
@@ -64,28 +123,15 @@ def run_contract(
             d.chmod(0o777)
         marker = work / "marker"
         marker.touch()
-        lines = ["set -e"]
-        hidden = _reachable_paths()
-        for i, path in enumerate(hidden):
-            (stash / str(i)).mkdir(parents=True)
-            lines.append(f"mount --bind {shlex.quote(str(path))} {stash / str(i)}")
-        if hidden:
-            lines.append("mount -t tmpfs -o mode=755 tmpfs /root")
-            for i, path in enumerate(hidden):
-                lines += [
-                    f"mkdir -p {shlex.quote(str(path))}",
-                    f"mount --bind {stash / str(i)} {shlex.quote(str(path))}",
-                ]
-        for ro in (input_dir, model_dir):
-            q = shlex.quote(str(ro))
-            lines += [f"mount --bind {q} {q}", f"mount -o remount,bind,ro {q}"]
+        lines = ["set -e", *_mount_lines(stash, model)]
+        q = shlex.quote(str(input_dir))
+        lines += [f"mount --bind {q} {q}", f"mount -o remount,bind,ro {q}"]
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp),
             "TMPDIR": str(tmp),
             "PYTHONDONTWRITEBYTECODE": "1",
             "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "2",
         }
         cmd = [
             sys.executable,
@@ -94,16 +140,18 @@ def run_contract(
             str(input_dir),
             "--output",
             str(out),
-            "--model",
-            str(model_dir),
             "--device",
             "cpu",
             *extra,
         ]
         if program is not None:
             cmd = [sys.executable, "-c", program, str(input_dir), str(out)]
+        limits = platform_limits()
+        data = limits["GC_DATA_LIMIT_GIB"] * 2**30
+        cpus = ",".join(map(str, cpu_set()))
         lines.append(
-            f"exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups env -i "
+            f"exec prlimit --data={data}:{data} taskset -c {cpus} "
+            f"setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups env -i "
             + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             + " "
             + " ".join(shlex.quote(c) for c in cmd)

@@ -45,21 +45,19 @@ SERVICE=$!
 for _ in $(seq 50); do docker version >/dev/null 2>&1 && break; sleep 0.2; done
 
 t0=$(stamp)
-# The stand-in base: Debian bookworm (Python 3.11) with torch/torchvision at the pins, tagged with
-# exactly the Dockerfile's FROM. The local CA and pip settings belong to this stand-in only.
+# The stand-in base: Debian bookworm with Python 3.11 and pip, as the official python:3.11-slim image
+# provides (no torch, no CUDA: the Dockerfile installs requirements.txt from the package index),
+# tagged with exactly the Dockerfile's FROM. The local CA belongs to this stand-in only.
 mmdebstrap --quiet --variant=minbase --include=python3,python3-pip,python-is-python3,ca-certificates,passwd \
   bookworm "$S/rootfs.tar"
 podman import --quiet "$S/rootfs.tar" survfusion-standin-rootfs >/dev/null
 mkdir -p "$S/base/certs"
 cp /usr/local/share/ca-certificates/*.crt "$S/base/certs/" 2>/dev/null || true
-cp "$(ls /opt/pypi-more/files/torch-2.14.1-*.whl | head -1)" "$(ls /opt/pypi-more/files/torchvision-0.29.1-*.whl | head -1)" "$S/base/"
 cat > "$S/base/Dockerfile" <<'EOF'
 FROM survfusion-standin-rootfs
 COPY certs/ /usr/local/share/ca-certificates/
 RUN update-ca-certificates >/dev/null && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
-COPY *.whl /wheels/
-RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 EOF
 docker build --quiet --tag "$BASE" "$S/base" >/dev/null
 t_base=$(( $(stamp) - t0 ))
@@ -69,6 +67,10 @@ t0=$(stamp); ./test_run.sh | tee "$S/test_run.log"; t_run=$(( $(stamp) - t0 ))
 grep -q "months" "$S/test_run.log"
 t0=$(stamp); ./export.sh; t_export=$(( $(stamp) - t0 ))
 size=$(docker image inspect --format '{{.Size}}' survfusion-chimera-task3:latest)
+base_size=$(docker image inspect --format '{{.Size}}' "$BASE")
+echo "engine: stand-in base $(( base_size / 1000000 )) MB; the image's largest installed packages (MB):"
+docker run --rm --entrypoint sh survfusion-chimera-task3:latest -c \
+  'du -sm /usr/local/lib/python3*/*-packages/* 2>/dev/null | sort -rn | head -15'
 echo "engine: stand-in base ${t_base} s; build.sh ${t_build} s (incl. image); test_run.sh ${t_run} s;" \
   "export.sh ${t_export} s; image $(( size / 1000000 )) MB;" \
   "uploads $(du -h dist/survfusion-chimera-task3.tar.gz | cut -f1) + $(du -h dist/model.tar.gz | cut -f1)"

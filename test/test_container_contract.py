@@ -1,6 +1,7 @@
 """Every row of the README's bad-input table, through the container contract harness (test/contract.py):
 inference.py as nobody, read-only input and model, no network, an empty temporary directory."""
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from cases import ROWS, case, world_readable
 from cases import check as check_row
-from contract import harness_available, run_contract
+from contract import harness_available, platform_limits, run_contract
 from helpers import make_model_dir
 
 pytestmark = [
@@ -79,9 +80,22 @@ def test_model_problems_fail_in_one_line(scratch, model_dir, problem):
 
 
 PROBE = """
-import os, socket, sys
+import os, resource, socket, sys
 input_dir, out = sys.argv[1], sys.argv[2]
 print("uid", os.geteuid())
+print("data limit", resource.getrlimit(resource.RLIMIT_DATA))
+print("cpus", len(os.sched_getaffinity(0)))
+try:
+    bytearray(resource.getrlimit(resource.RLIMIT_DATA)[0] + 2**30)  # one GiB over the limit
+    print("over the limit allocated")
+except MemoryError:
+    print("over the limit MemoryError")
+print("model", sorted(os.listdir("/opt/ml/model")))
+try:
+    open("/opt/ml/model/x", "w")
+    print("model writable")
+except OSError as err:
+    print("model", err.strerror)
 try:
     open(os.path.join(input_dir, "x"), "w")
     print("input writable")
@@ -98,12 +112,20 @@ print("interfaces", sorted(name for _, name in socket.if_nameindex()))
 
 
 def test_the_harness_really_confines_the_process(scratch, model_dir):
-    """Guards the guard: the contained process is nobody, without network, with a read-only input."""
+    """Guards the guard: the contained process is nobody, without network, with a read-only input,
+    under the platform's data-segment limit and CPU count, with the model extracted from the tarball
+    read-only at /opt/ml/model."""
     path = case(scratch, "probe")
     path.chmod(0o777)  # writable by anyone: only the read-only mount can stop the write
     run = run_contract(path, model_dir, program=PROBE)
     assert run.returncode == 0, run.stderr
     assert f"uid {65534}" in run.stdout
+    data = platform_limits()["GC_DATA_LIMIT_GIB"] * 2**30
+    assert f"data limit ({data}, {data})" in run.stdout
+    assert "over the limit MemoryError" in run.stdout  # the limit is enforced, not only set
+    assert f"cpus {min(4, len(os.sched_getaffinity(0)))}" in run.stdout
+    assert "model ['SHA256SUMS', 'bundle', 'encoder']" in run.stdout  # the tarball's content
+    assert "model Read-only file system" in run.stdout
     assert "input Read-only file system" in run.stdout
     assert "network reachable" not in run.stdout and "network Network is unreachable" in run.stdout
     assert "interfaces ['lo']" in run.stdout

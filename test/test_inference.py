@@ -3,7 +3,9 @@ bad-input table, and faults of the device and the encoder injected where they ha
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -205,6 +207,22 @@ def test_a_visible_gpu_that_torch_cannot_use_fails(capsys, monkeypatch, scratch,
     assert explicit.returncode == 0 and months(explicit) == clean[1]
 
 
+def test_a_driver_older_than_the_floor_is_named(capsys, monkeypatch, scratch, model_dir, clean):
+    """On a host whose driver predates CUDA 12 (grand-challenge does not publish its driver), the one
+    line says which driver was found and which one this torch needs."""
+    import survfusion.encoders as enc
+
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(enc, "nvidia_driver_version", lambda: "470.57.02")
+    run = run_inference(capsys, clean[0], model_dir, out=scratch / "olddriver-out")
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1 and run.output is None
+    assert f"driver 470.57.02, older than the {enc.MIN_DRIVER} that CUDA {torch.version.cuda} needs" in last
+    assert enc._driver_too_old("525.60.12") and not enc._driver_too_old(enc.MIN_DRIVER)
+    assert not enc._driver_too_old("525.105.17") and not enc._driver_too_old("580.65.06")
+
+
 def test_a_mask_that_cannot_be_read_never_drops_the_slide(capsys, monkeypatch, scratch, model_dir, clean):
     import survfusion.tissue
 
@@ -229,11 +247,42 @@ def test_the_inference_path_imports_no_training_libraries(scratch, model_dir):
         "heavy = ('sksurv', 'lifelines', 'sklearn', 'pandas', 'matplotlib', 'torchsurv', 'timm',"
         " 'torchvision', 'torch._dynamo', 'torch._inductor')\n"
         "print(code, sorted(m for m in heavy if m in sys.modules))\n"
+        "from importlib.metadata import packages_distributions\n"
+        "dists = packages_distributions()\n"
+        "print(sorted({d for m in list(sys.modules) for d in dists.get(m.split('.')[0], [])}))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300
     )
-    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
+    *_, verdict, imported = out.stdout.strip().splitlines()
+    assert verdict == "0 []", out.stdout + out.stderr
+    # What the container installs (requirements.txt and what its pins require) covers every import.
+    installed = _requirements_closure(ROOT / "requirements.txt") | {"survfusion"}
+    outside = {_norm(d) for d in ast.literal_eval(imported)} - installed
+    assert not outside, f"inference imports distributions the image does not install: {sorted(outside)}"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirements_closure(path: Path) -> set[str]:
+    """The distributions pinned in ``path`` and, transitively, those they require (no extras)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    todo = [_norm(line.split("==")[0]) for line in path.read_text().splitlines() if "==" in line]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue
+        todo += [_norm(re.match(r"[A-Za-z0-9_.\-]+", r).group(0)) for r in requires if "extra ==" not in r]
+    return seen
 
 
 def test_load_logs_the_device(capsys, scratch, model_dir, clean):
