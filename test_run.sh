@@ -29,6 +29,8 @@ fi
 cpus=$(( $(nproc) < GC_CPUS ? $(nproc) : GC_CPUS ))
 data=$(( GC_DATA_LIMIT_GIB * 1024 * 1024 * 1024 ))
 limits=(--cpus "$cpus" --memory "${GC_MEMORY_GIB}g" --ulimit "data=$data:$data")
+# Options an engine needs besides these (test/engine.sh: podman drops its default ulimits once one is set).
+read -r -a engine_opts <<< "${TEST_RUN_OPTS:-}"
 echo "test_run: limits: $cpus CPUs, ${GC_MEMORY_GIB} GiB, RLIMIT_DATA ${GC_DATA_LIMIT_GIB} GiB, model from model.tar.gz"
 failed=0
 for case in test/input/*/; do
@@ -39,7 +41,7 @@ for case in test/input/*/; do
   docker volume create "$volume" >/dev/null
   start=$(date +%s)
   rc=0
-  docker run --rm --platform=linux/amd64 --network none "${gpu[@]}" "${limits[@]}" --shm-size=7g \
+  docker run --rm --platform=linux/amd64 --network none "${gpu[@]}" "${limits[@]}" "${engine_opts[@]}" --shm-size="${GC_SHM_GIB}g" \
     -v "$PWD/$case:/input:ro" -v "$out:/output" -v "$volume:/tmp" -v "$scratch/model:/opt/ml/model:ro" \
     "$IMAGE:latest" || rc=$?
   result="$out/likelihood-of-bladder-cancer-recurrence.json"

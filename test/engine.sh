@@ -12,6 +12,9 @@ BASE=$(awk '/^FROM /{print $2; exit}' Dockerfile)
 S=$(mktemp -d /var/tmp/survfusion-engine.XXXXXX)
 export CONTAINERS_CONF=$S/containers.conf CONTAINERS_STORAGE_CONF=$S/storage.conf
 export DOCKER_HOST=unix://$S/podman.sock DOCKER_BUILDKIT=0
+# podman replaces all its default ulimits by the ones a run names (test_run.sh names the data segment),
+# and its own defaults exceed this host's hard limits: name the host's.
+export TEST_RUN_OPTS="--ulimit nofile=20000:20000 --ulimit nproc=32768:32768"
 SERVICE=
 stamp() { date +%s; }
 teardown() {
