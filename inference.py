@@ -30,18 +30,45 @@ import traceback
 
 def parse_args(argv=None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(description="CHIMERA Task 3: predicted months to high-grade recurrence")
-    p.add_argument("--input", default=env("SURVFUSION_INPUT", "/input"))
-    p.add_argument("--output", default=env("SURVFUSION_OUTPUT", "/output"))
-    p.add_argument("--model", default=env("SURVFUSION_MODEL", "/opt/ml/model"))
-    p.add_argument("--device", default=env("SURVFUSION_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
+    p = argparse.ArgumentParser(
+        description="CHIMERA Task 3 (grand-challenge): predict the months to high-grade recurrence of one "
+        "case from its H&E slide, tissue mask, bulk RNA-seq and clinical JSON, and write them as a bare "
+        "number to OUTPUT/likelihood-of-bladder-cancer-recurrence.json. Exit code 0 means that file holds "
+        "a finite number >= 0; otherwise the last line on stderr says why.",
+        epilog="Each default comes from an environment variable when it is set (SURVFUSION_INPUT, "
+        "SURVFUSION_OUTPUT, SURVFUSION_MODEL, SURVFUSION_DEVICE, SURVFUSION_PRECISION), else the "
+        "grand-challenge path. Make a model directory with 'python -m survfusion package --run RUN "
+        "--encoder-weights W' (or ./demo.sh); ./export.sh packs it for upload.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--input",
+        default=env("SURVFUSION_INPUT", "/input"),
+        help="the job folder: inputs.json and each socket's file",
+    )
+    p.add_argument("--output", default=env("SURVFUSION_OUTPUT", "/output"), help="folder for the output file")
+    p.add_argument(
+        "--model",
+        default=env("SURVFUSION_MODEL", "/opt/ml/model"),
+        help="model directory (bundle/ and encoder/), as the model tarball extracts",
+    )
+    p.add_argument(
+        "--device",
+        default=env("SURVFUSION_DEVICE", "auto"),
+        help="auto (the GPU when torch can use one; a visible GPU it cannot use fails), cpu, cuda, cuda:N",
+    )
     p.add_argument(
         "--precision",
         default=env("SURVFUSION_PRECISION", "auto"),
-        help="auto (fp16 below compute capability 8.0, bf16 from 8.0, fp32 on CPU), fp32, fp16, bf16",
+        help="encoder precision: auto (fp16 below compute capability 8.0, bf16 from 8.0, fp32 on a CPU), "
+        "fp32, fp16, bf16",
     )
-    p.add_argument("--strict", action="store_true", help="fail instead of falling back on any input problem")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail instead of falling back on any input problem (default: warn and fall back)",
+    )
+    return p.parse_args(argv)  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -70,7 +97,7 @@ def main(argv=None) -> int:
     try:
         _deterministic(torch)
         log(f"start    input={args.input} output={args.output} model={args.model}")
-        files = find_case_files(args.input)
+        files = find_case_files(args.input)  # before the model loads: a wrong folder fails at once
         for note in files.notes:
             warn(note)
         t_load = time.perf_counter()

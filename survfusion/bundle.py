@@ -34,6 +34,7 @@ that names the file.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import re
 import shutil
@@ -291,12 +292,26 @@ def _read_json(path: Path):
     return read_json(path, "bundle", max_bytes=256 * 2**20, error=BundleError).value
 
 
+def resolve_bundle_dir(path: str | os.PathLike) -> Path:
+    """A bundle folder from what a user may pass: the bundle itself, or a run folder (``RUN``, whose
+    ``RUN/bundle`` it is) or a model directory (``MODEL/bundle``)."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file() and (path / "bundle" / MANIFEST).is_file():
+        return path / "bundle"
+    return path
+
+
 def read_manifest(directory: str | Path) -> dict:
     """The checked manifest of a bundle (self-checksum, format, version)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"bundle {directory}: not a directory (expected {MANIFEST} and the model files)")
     path = directory / MANIFEST
+    if not path.is_file():
+        raise BundleError(
+            f"bundle file {path}: missing ({directory} is not a bundle: pass the bundle/ folder of a "
+            "training run, or the run folder itself)"
+        )
     manifest = _read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"bundle file {path}: not a {FORMAT} manifest")

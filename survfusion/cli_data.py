@@ -6,16 +6,15 @@ import argparse
 import json
 import time
 
-from tqdm import tqdm
-
 from survfusion.errors import UserError
+from survfusion.progress import progress
 
 
 def add_synth_parser(sub) -> None:
     p = sub.add_parser("synth", help="write a synthetic cohort (real formats, planted signal)")
     p.add_argument("--out", help="cohort folder to write")
-    p.add_argument("--patients", type=int, default=176)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patients", type=int, default=176, help="patients (the public CHIMERA cohort has 176)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patients, their outcomes and slides")
     p.add_argument("--slide-px", type=int, default=8192, help="level-0 side of each slide (multiple of 896)")
     p.add_argument("--workers", type=int, default=None, help="processes writing slides (default: up to 2)")
     p.add_argument("--case-dir", help="also write one patient as a grand-challenge job folder here")
@@ -30,7 +29,7 @@ def run_synth(args: argparse.Namespace) -> int:
         raise UserError("synth: give --out COHORT, --case-dir DIR, or both")
     if args.out:
         t0 = time.perf_counter()
-        with tqdm(total=args.patients, unit="slide", desc="synth") as bar:
+        with progress(total=args.patients, unit="slide", desc="synth") as bar:
             summary = write_cohort(
                 args.out,
                 patients=args.patients,

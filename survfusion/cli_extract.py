@@ -7,9 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from survfusion.errors import UserError
+from survfusion.progress import progress, write
 
 
 def add_extract_parser(sub) -> None:
@@ -43,7 +42,7 @@ def add_extract_parser(sub) -> None:
     p.add_argument(
         "--target-spacing", type=float, default=d.target_spacing_um, help="µm/px of the tiles (1.0 = 10x)"
     )
-    p.add_argument("--tile-px", type=int, default=d.tile_px)
+    p.add_argument("--tile-px", type=int, default=d.tile_px, help="tile side in pixels at --target-spacing")
     p.add_argument(
         "--min-tissue", type=float, default=d.min_tissue, help="minimum tissue fraction of a kept tile"
     )
@@ -63,9 +62,9 @@ def add_extract_parser(sub) -> None:
 
 def add_init_encoder_parser(sub) -> None:
     p = sub.add_parser("init-encoder", help="create random encoder weights locally (tests, demos)")
-    p.add_argument("--encoder", default="vit-tiny")
+    p.add_argument("--encoder", default="vit-tiny", help="tile encoder whose architecture gets the weights")
     p.add_argument("--out", required=True, help="output .safetensors")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=run_init_encoder)
 
 
@@ -124,26 +123,26 @@ def run_extract(args: argparse.Namespace) -> int:
         flush=True,
     )
     written, skipped, failed, tiles, t0 = 0, 0, [], 0, time.perf_counter()
-    for job in tqdm(jobs, unit="slide", desc="slides", disable=len(jobs) < 2):
+    for job in progress(jobs, unit="slide", desc="slides", disable=len(jobs) < 2):
         out = out_dir / f"{job.case_id}.h5"
         try:
             if cache_matches(out, request):
                 skipped += 1
                 continue
-            with tqdm(unit="tile", desc=job.case_id, leave=False) as bar:
+            with progress(unit="tile", desc=job.case_id, nested=True) as bar:
 
-                def progress(n, total, bar=bar):
+                def on_batch(n, total, bar=bar):
                     bar.total = total
                     bar.update(n)
 
-                result = extract_slide(job.slide, job.mask, out, encoder, cfg, on_batch=progress)
+                result = extract_slide(job.slide, job.mask, out, encoder, cfg, on_batch=on_batch)
             for warning in result.warnings:
-                tqdm.write(f"warning: {job.case_id}: {warning}", file=sys.stderr)
+                write(f"warning: {job.case_id}: {warning}")
             written += 1
             tiles += len(result.features)
         except (UserError, OSError) as err:  # the slide's fault; device faults and bugs stop the run
             failed.append((job.case_id, f"{type(err).__name__}: {err}"))
-            tqdm.write(f"FAILED {job.case_id}: {err}", file=sys.stderr)
+            write(f"FAILED {job.case_id}: {err}")
     elapsed = time.perf_counter() - t0
     print(
         f"extract: {len(jobs)} slide(s): {written} written ({tiles} tiles, {tiles / max(elapsed, 1e-9):.1f} "

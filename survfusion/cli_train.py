@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from survfusion.errors import UserError
+from survfusion.registry import check_model_name
 
 
 def add_train_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a model on a cohort's features (the paper's recipe by default)")
-    p.add_argument("--cohort", required=True)
-    p.add_argument("--features", required=True)
-    p.add_argument("--model", help="registered model name (python -m survfusion models)")
+    p = sub.add_parser(
+        "train",
+        help="train a model on a cohort's features (the paper's recipe by default)",
+        epilog="For a first run: --config configs/synthetic-fast.json (log1p RNA over the 2,048 genes of "
+        "highest training variance). Without --config, training follows the paper's text: raw DESeq2 "
+        "values of all 19,359 genes, about 4x slower per epoch, with risks in the hundreds that then "
+        "show in tables and figures (docs/RESULTS.md measures both). configs/README.md lists the others.",
+    )
+    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
+    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
+    p.add_argument(
+        "--model",
+        help="registered model name (python -m survfusion models); default: the config's, ABMIL_Surv_PG",
+    )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument(
         "--config",
@@ -20,8 +30,8 @@ def add_train_parsers(sub) -> None:
         default=[],
         help="JSON/YAML file overriding any TrainConfig setting; repeat it to layer files (later wins)",
     )
-    p.add_argument("--max-epochs", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--max-epochs", type=int, help="override the config's max_epochs (the paper: 200)")
+    p.add_argument("--seed", type=int, help="override the config's seed (split, initialisation, batches)")
     p.add_argument(
         "--folds",
         type=int,
@@ -40,15 +50,16 @@ def add_train_parsers(sub) -> None:
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("evaluate", help="score a bundle on a cohort: tables and figures")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--cohort", required=True)
-    p.add_argument("--features", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--bundle", required=True, help="a bundle folder, or the training run folder holding it")
+    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
+    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
+    p.add_argument("--out", required=True, help="folder for cases.csv, metrics.json and the figures")
     p.add_argument(
         "--cases",
-        choices=("train", "val", "test", "all"),
-        default="val",
-        help="the bundle's training or validation patients, the cohort's other patients (test), or all",
+        default="auto",
+        help="patients to score: test (the cohort's patients the bundle never saw: honest), val (a "
+        "single run's validation split: optimistic), train or all (in-sample where the bundle trained "
+        "on them); auto: val for a single run, else test, else all",
     )
     p.add_argument("--heatmaps", type=int, default=3, help="attention heatmaps for this many cases")
     p.add_argument("--heatmap-cases", nargs="+", metavar="CASE_ID", help="heatmaps for these cases instead")
@@ -57,29 +68,34 @@ def add_train_parsers(sub) -> None:
     p = sub.add_parser(
         "package", help="assemble the model directory (bundle + encoder weights) for the container"
     )
-    p.add_argument("--run", required=True, help="a training run folder (its bundle/ is used)")
+    p.add_argument("--run", required=True, help="a training run folder (its bundle/ is used), or a bundle")
     p.add_argument(
         "--encoder-weights", required=True, help="the tile encoder's weights used for the features"
     )
-    p.add_argument("--out", default="model", help="model directory (default: model/)")
+    p.add_argument("--out", default="model", help="model directory to fill")
     p.set_defaults(func=run_package)
 
     p = sub.add_parser(
         "outer-test",
         help="single split vs fold ensemble on outer test sets no training step ever sees (docs/RESULTS.md)",
     )
-    p.add_argument("--cohort", required=True)
-    p.add_argument("--features", required=True)
+    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
+    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
     p.add_argument("--out", required=True, help="protocol folder (finished units are kept and skipped)")
-    p.add_argument("--models", nargs="+", default=["ABMIL_Surv_PG", "ABMIL_Surv"])
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["ABMIL_Surv_PG", "ABMIL_Surv"],
+        help="registered model names to compare",
+    )
     p.add_argument("--config", action="append", default=[], help="as for train (layered, later wins)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--max-epochs", type=int)
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--max-epochs", type=int, help="override the config's max_epochs")
     p.add_argument("--outer", type=int, default=5, help="outer test sets (at least 5)")
     p.add_argument("--folds", type=int, default=5, help="folds of each ensemble")
     p.add_argument("--only", type=int, nargs="+", help="run only these outer folds (parallel processes)")
     p.add_argument("--report", action="store_true", help="only write the report of the finished units")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     p.set_defaults(func=run_outer_test)
 
     p = sub.add_parser("compare", help="runs side by side (the paper's Table 2)")
@@ -110,6 +126,8 @@ def run_outer_test(args: argparse.Namespace) -> int:
         from survfusion.dataset import load_cohort
 
         cfg = _config(args, keys=("max_epochs", "seed"))
+        for name in args.models:
+            check_model_name(name)
         data = load_cohort(args.cohort, args.features)
         run_protocol(
             data, cfg, args.out, models=args.models, outer=args.outer, folds=args.folds, only=args.only,
@@ -128,6 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.seeds != 1 and not args.ensemble:
         raise UserError("--seeds needs --ensemble")
     cfg = _config(args)
+    check_model_name(cfg.model)  # before anything is loaded or printed
     data = load_cohort(args.cohort, args.features)
     n_events = int(data.event.sum())
     print(f"train: {cfg.model}, {len(data)} patients ({n_events} events), seed {cfg.seed} -> {args.out}")
@@ -166,7 +185,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from survfusion.evaluate import evaluate
+    from survfusion.evaluate import evaluate, summary_lines
 
     metrics = evaluate(
         args.bundle,
@@ -177,16 +196,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         heatmaps=args.heatmaps,
         heatmap_cases=args.heatmap_cases,
     )
-    print(json.dumps({k: v for k, v in metrics.items() if k != "by_cohort"}, indent=1))
+    print("\n".join(summary_lines(metrics, args.out)))
     return 0
 
 
 def run_package(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from survfusion.bundle import resolve_bundle_dir
     from survfusion.modeldir import write_model_dir
 
-    out = write_model_dir(args.out, Path(args.run) / "bundle", args.encoder_weights)
+    out = write_model_dir(args.out, resolve_bundle_dir(args.run), args.encoder_weights)
     print(
         f"package: {out}/bundle + {out}/encoder/ ({Path(args.encoder_weights).name} as safetensors; "
         "checked by loading)"

@@ -29,13 +29,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from survfusion.bundle import Bundle, Member, on_common_scale, save_bundle
 from survfusion.calibration import RiskToTime
 from survfusion.dataset import CohortData, read_oracle, strata_of, stratified_folds
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
+from survfusion.progress import progress as progress_bar
 from survfusion.survival import concordance_bootstrap, concordance_index
 from survfusion.train import TrainConfig, Trainer, write_records
 
@@ -83,7 +83,7 @@ def run_ensemble(
     oof_z = np.zeros((seeds, len(pool)))  # standardised out-of-fold risk, per seed
     oof_z_last = np.zeros((seeds, len(pool)))  # the same at each member's last epoch
     member_metrics = []
-    bar = tqdm(total=folds * seeds, desc="ensemble", unit="member", disable=not progress)
+    bar = progress_bar(total=folds * seeds, desc="ensemble", unit="member", disable=not progress)
     for s in range(seeds):
         member_cfg = replace(cfg, seed=cfg.seed + s)
         fold_table[s] = stratified_folds(strata, k=folds, seed=member_cfg.seed)
@@ -120,8 +120,8 @@ def run_ensemble(
             member_metrics.append(metrics)
             trainer.model.to("cpu")
             members.append(member)
-            bar.update()
             bar.set_postfix(fold_c=f"{metrics['val_c_index_risk']:.3f}", best=best_epoch)
+            bar.update()
     bar.close()
     # The bundle's formula with, for each patient, only the members that held it out (one per seed).
     means, sds = [m.risk_mean for m in members], [m.risk_sd for m in members]

@@ -1,6 +1,11 @@
 """Evaluation of a bundle on a cohort: per-case table, metrics with bootstrap CI, the paper's figures
-(KM curves by risk quartile with numbers at risk; C-index per epoch) and attention heatmaps; and the
+(``survfusion.figures``: KM curves by risk quartile, C-index per epoch, attention heatmaps); and the
 side-by-side comparison of runs (the paper's Table 2).
+
+Which patients are scored decides what the number means, and every report says it: patients the
+bundle never saw give an honest estimate (``test``); a single run's validation patients chose its
+best epoch (optimistic); the bundle's own training patients are in-sample (not an estimate of
+anything). ``--cases auto`` picks the most honest set the cohort allows.
 """
 
 from __future__ import annotations
@@ -8,42 +13,66 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from survfusion.bundle import load_bundle
+from survfusion.bundle import load_bundle, resolve_bundle_dir
 from survfusion.cohort import cohort_jobs
 from survfusion.dataset import load_cohort, read_oracle
 from survfusion.errors import UserError
+from survfusion.figures import plot_heatmap, plot_history, plot_km_quartiles, plot_member_histories
 from survfusion.fileio import write_json
-from survfusion.slide import open_slide
 from survfusion.survival import concordance_bootstrap, concordance_index
 
+CASE_CHOICES = ("auto", "train", "val", "test", "all")
 
-def _case_indices(bundle, data, cases: str) -> np.ndarray:
-    if cases == "all":
-        return np.arange(len(data))
+
+@dataclass(frozen=True)
+class CaseSet:
+    """The scored patients (positions in the cohort), what they are, and how far to trust the score."""
+
+    idx: np.ndarray
+    cases: str  # the resolved choice: train, val, test or all
+    label: str  # e.g. "10 validation patients of the run"
+    trust: str  # "honest", "optimistic" or "in-sample", with why
+
+
+def _seen(bundle) -> set[str]:
     split = bundle.config.get("split", {})
-    if cases == "test":  # every patient of this cohort the bundle never trained or early-stopped on
-        seen = set(split.get("train", [])) | set(split.get("val", []))
-        idx = np.array([i for i, c in enumerate(data.case_ids) if c not in seen], dtype=np.int64)
-        if idx.size == 0:
+    return set(split.get("train", [])) | set(split.get("val", []))
+
+
+def resolve_cases(bundle, data, cases: str) -> CaseSet:
+    """``cases`` of the cohort for this bundle; ``auto``: a single run's validation split, else the
+    patients the bundle never saw, else (a cohort it trained on whole) all of them, in-sample."""
+    split, seen = bundle.config.get("split", {}), _seen(bundle)
+    unseen = np.array([i for i, c in enumerate(data.case_ids) if c not in seen], dtype=np.int64)
+    if cases == "auto":
+        single = len(bundle.members) == 1 and split.get("val")
+        cases = "val" if single else ("test" if unseen.size else "all")
+    if cases == "test":
+        if unseen.size == 0:
             raise UserError(
-                "evaluate: every case of this cohort was used to train the bundle; pass another cohort"
+                "evaluate: every patient of this cohort trained the bundle (no test patient); pass a "
+                "held-out cohort, or --cases all for an in-sample figure"
             )
-        return idx
+        return CaseSet(unseen, "test", f"{unseen.size} patients the bundle never saw", "honest")
+    if cases == "all":
+        n_seen = sum(c in seen for c in data.case_ids)
+        trust = "honest" if n_seen == 0 else (
+            f"in-sample: {n_seen} of these {len(data)} patients trained or early-stopped the bundle; "
+            "not an estimate for new patients"
+        )  # fmt: skip
+        return CaseSet(np.arange(len(data)), "all", f"all {len(data)} patients of the cohort", trust)
     if cases == "val" and len(bundle.members) > 1:
         raise UserError(
             "evaluate: an ensemble has no validation split (every training patient was held out by one "
-            "member: its out-of-fold C-index is in the bundle's metrics); use --cases test or all"
+            "member: its out-of-fold C-index is in the bundle's metrics); use --cases test, or all"
         )
-    if cases not in split:
-        raise UserError(f"evaluate: the bundle records no '{cases}' split; use --cases all")
+    if not split.get(cases):
+        raise UserError(f"evaluate: the bundle records no '{cases}' split; use --cases test or all")
     where = {c: i for i, c in enumerate(data.case_ids)}
     missing = [c for c in split[cases] if c not in where]
     if missing:
@@ -51,7 +80,12 @@ def _case_indices(bundle, data, cases: str) -> np.ndarray:
             f"evaluate: {len(missing)} {cases} case(s) of the bundle are not in this cohort, "
             f"e.g. {missing[0]}"
         )
-    return np.array([where[c] for c in split[cases]])
+    idx = np.array([where[c] for c in split[cases]])
+    if cases == "val":
+        why = "optimistic: the run's best epoch was chosen on these patients"
+        return CaseSet(idx, "val", f"{idx.size} validation patients of the run", why)
+    why = "in-sample: the bundle trained on these patients; not an estimate for new patients"
+    return CaseSet(idx, "train", f"{idx.size} training patients of the run", why)
 
 
 def cohort_risks(bundle, data, idx: np.ndarray):
@@ -69,49 +103,106 @@ def evaluate(
     features,
     out,
     *,
-    cases: str = "val",
+    cases: str = "auto",
     heatmaps: int = 3,
     heatmap_cases: list[str] | None = None,
 ) -> dict:
-    """Score ``bundle_dir`` on ``cases`` of the cohort; heatmaps for ``heatmap_cases`` (case ids) or,
-    by default, the ``heatmaps`` cases of highest and lowest risk."""
+    """Score ``bundle_dir`` (a bundle, or a run folder holding one) on ``cases`` of the cohort;
+    heatmaps for ``heatmap_cases`` (case ids) or, by default, the ``heatmaps`` cases of highest and
+    lowest risk. The metrics say which patients were scored and how far to trust the score; ``files``
+    lists what was written."""
+    if cases not in CASE_CHOICES:
+        raise UserError(f"evaluate: --cases {cases[:40]!r}; expected one of {', '.join(CASE_CHOICES)}")
+    bundle_dir = resolve_bundle_dir(bundle_dir)
     bundle = load_bundle(bundle_dir)
     data = load_cohort(cohort, features)
-    idx = _case_indices(bundle, data, cases)
+    chosen = resolve_cases(bundle, data, cases)
+    idx = chosen.idx
     risk, attention = cohort_risks(bundle, data, idx)
     months = bundle.months(risk)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    files = {"cases.csv": "one row per patient: true time and event, risk, predicted months"}
     _write_cases(out / "cases.csv", data, idx, risk, months)
+    scores = _scores(data, idx, risk, months, Path(cohort))
     metrics = {
-        "cases": cases,
-        **_scores(data, idx, risk, months, Path(cohort)),
+        "cases": chosen.cases,
+        "scored": chosen.label,
+        "trust": chosen.trust,
+        **scores,
         "model": bundle.model_name,
         "members": len(bundle.members),
         **_training_figures(bundle.metrics),
     }
-    write_json(out / "metrics.json", metrics)
     t, e = data.time_months[idx], data.event[idx]
-    plot_km_quartiles(t, e, risk, out / "km_risk_quartiles.png", title=f"{bundle.model_name}: {cases} cases")
-    run = Path(bundle_dir).parent
+    ci = (scores["c_index"], *scores["c_index_ci95"])
+    title = f"{bundle.model_name}: {chosen.label} ({chosen.trust.split(':')[0]})"
+    metrics["figure_warnings"] = plot_km_quartiles(
+        t, e, risk, out / "km_risk_quartiles.png", title=title, c_index=ci
+    )
+    files["km_risk_quartiles.png"] = "Kaplan-Meier curves of the four risk quartiles, numbers at risk"
+    if _epoch_figure(Path(bundle_dir).parent, out / "c_index_per_epoch.png"):
+        files["c_index_per_epoch.png"] = "training and validation C-index per epoch, the kept epoch marked"
+    for k in _heatmap_choice(data, idx, risk, chosen.cases, heatmaps, heatmap_cases):
+        name = _heatmap(cohort, data, idx[k], attention[k], risk, k, months[k], out)
+        if name:
+            files[name] = "the slide beside its tiles' attention"
+    metrics["files"] = files
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _heatmap(cohort, data, i: int, attention, risk, k: int, months: float, out: Path) -> str | None:
+    """Patient ``i``'s heatmap (position ``k`` among the scored ``risk``); its file name, or None
+    when the cohort has no slide for it or the slide had no tile."""
+    case_id = data.case_ids[i]
+    slide = {job.case_id: job.slide for job in cohort_jobs(cohort)}.get(case_id)  # any slide suffix
+    if slide is None or not len(attention):
+        return None
+    outcome = "recurrence" if data.event[i] else "censored"
+    rank = int((risk <= risk[k]).sum())
+    title = (
+        f"{case_id}: {outcome} at {data.time_months[i]:.0f} months; predicted {months:.0f} months "
+        f"(risk rank {rank} of {len(risk)}, 1 = lowest)"
+    )
+    name = f"heatmap_{case_id}.png"
+    plot_heatmap(slide, data.coords[i], data.tile_lv0[i], attention, out / name, title=title)
+    return name
+
+
+def _epoch_figure(run: Path, path: Path) -> bool:
+    """The run's C-index per epoch (each member's for an ensemble), if the run's records are there."""
     histories = sorted(run.glob("members/*/history.csv")) or [p for p in [run / "history.csv"] if p.is_file()]
     if len(histories) == 1:
-        plot_history(histories[0], out / "c_index_per_epoch.png")
+        plot_history(histories[0], path)
     elif histories:
-        plot_member_histories(histories, out / "c_index_per_epoch.png")
-    slides = {job.case_id: job.slide for job in cohort_jobs(cohort)}  # any slide suffix the cohort uses
-    for k in _heatmap_choice(data, idx, risk, cases, heatmaps, heatmap_cases):
-        slide = slides.get(data.case_ids[idx[k]])
-        if slide is not None and len(attention[k]):
-            plot_heatmap(
-                slide,
-                data.coords[idx[k]],
-                data.tile_lv0[idx[k]],
-                attention[k],
-                out / f"heatmap_{data.case_ids[idx[k]]}.png",
-                title=f"{data.case_ids[idx[k]]}: risk {risk[k]:.2f}, {months[k]:.0f} months",
-            )
-    return metrics
+        plot_member_histories(histories, path)
+    return bool(histories)
+
+
+def summary_lines(metrics: dict, out: str | os.PathLike) -> list[str]:
+    """What a person reads at the end of ``evaluate``: the score, what it means, the files."""
+    low, high = metrics["c_index_ci95"]
+    oracle = f"; the oracle's {metrics['oracle_c_index']:.3f}" if "oracle_c_index" in metrics else ""
+    lines = [
+        f"evaluate: {metrics['model']} ({metrics['members']} member{'s' * (metrics['members'] > 1)}) on "
+        f"{metrics['scored']} ({metrics['events']} events)",
+        f"evaluate: C-index of the predicted months {metrics['c_index']:.3f} (95% CI {low:.2f}-{high:.2f}), "
+        f"of the risks {metrics['c_index_risk']:.3f}{oracle}",
+        f"evaluate: {metrics['trust']}",
+    ]
+    trained = metrics.get("training", {})
+    if "oof_c_index" in trained:
+        lines.append(
+            f"evaluate: the bundle's out-of-fold C-index from training: {trained['oof_c_index']:.3f} "
+            f"(each patient scored by the members that did not train on it; the epoch was chosen on it)"
+        )
+    lines += [f"evaluate: warning: {w}" for w in metrics.get("figure_warnings", [])]
+    width = max(len(name) for name in metrics["files"])
+    lines.append(f"evaluate: wrote {out}/")
+    lines += [f"  {name:<{width}}  {what}" for name, what in metrics["files"].items()]
+    lines.append(f"  {'metrics.json':<{width}}  every figure above as JSON")
+    return lines
 
 
 def _training_figures(trained: dict) -> dict:
@@ -170,96 +261,6 @@ def _heatmap_choice(data, idx, risk, cases: str, heatmaps: int, heatmap_cases) -
         return [position[c] for c in heatmap_cases]
     order = np.argsort(-risk)
     return sorted(set(order[: (heatmaps + 1) // 2].tolist() + order[::-1][: heatmaps // 2].tolist()))
-
-
-def plot_km_quartiles(time, event, risk, path: str | os.PathLike, *, title: str = "") -> None:
-    """Kaplan-Meier curves of the risk quartiles with numbers at risk (the paper's Figure 4)."""
-    from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
-
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    edges = np.quantile(risk, [0.25, 0.5, 0.75])
-    group = np.digitize(risk, edges)
-    fitters = []
-    for q, label in enumerate(["Q1 (lowest risk)", "Q2", "Q3", "Q4 (highest risk)"]):
-        m = group == q
-        if m.sum() == 0:
-            continue
-        kmf = KaplanMeierFitter(label=label).fit(time[m], event[m])
-        kmf.plot_survival_function(ax=ax, ci_show=False)
-        fitters.append(kmf)
-    add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
-    ax.set_xlabel("months")
-    ax.set_ylabel("recurrence-free probability")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _read_history(history_csv: str | os.PathLike) -> tuple[list[int], list[float], list[float]]:
-    """Epochs, training and validation C-index of a run's history.csv."""
-    with open(history_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    epoch = [int(r["epoch"]) for r in rows]
-    return epoch, [float(r["train_c_index"]) for r in rows], [float(r["val_c_index"]) for r in rows]
-
-
-def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Train and validation C-index per epoch, best epoch marked (the paper's Figure 3)."""
-    epoch, tr, va = _read_history(history_csv)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(epoch, tr, label="train")
-    ax.plot(epoch, va, label="validation")
-    best = epoch[int(np.nanargmax(va))]
-    ax.axvline(best, color="grey", ls="--", label=f"best epoch {best}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("C-index")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_member_histories(history_csvs: list[Path], path: str | os.PathLike) -> None:
-    """Each ensemble member's validation C-index per epoch (on its own held-out fold), its best epoch
-    marked: how much the epoch choice bends each fold's figure."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for k, csv_path in enumerate(history_csvs):
-        epoch, _, va = _read_history(csv_path)
-        (line,) = ax.plot(epoch, va, lw=1, alpha=0.8, label=csv_path.parent.name if k < 10 else None)
-        best = int(np.nanargmax(va))
-        ax.plot(epoch[best], va[best], "o", color=line.get_color())
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation C-index (own fold)")
-    ax.set_title("ensemble members: dots mark the epoch each member kept")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_heatmap(
-    slide_path, coords_lv0: np.ndarray, tile_lv0: int, attention: np.ndarray, path, *, title: str = ""
-) -> None:
-    """Attention of each tile (relative to the bag's maximum) over the slide thumbnail."""
-    with open_slide(slide_path) as slide:
-        thumb, downsample = slide.thumbnail(1024)
-    heat = np.full(thumb.shape[:2], np.nan)
-    a = attention / attention.max()
-    for (x, y), v in zip(coords_lv0, a, strict=True):
-        x0, y0 = int(x / downsample), int(y / downsample)
-        s = max(1, int(tile_lv0 / downsample))
-        heat[y0 : y0 + s, x0 : x0 + s] = v
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.imshow(thumb)
-    im = ax.imshow(heat, cmap="inferno", alpha=0.55, vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="attention (relative)")
-    ax.set_title(title)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _fmt(x) -> str:

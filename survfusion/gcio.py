@@ -159,7 +159,11 @@ def _pick_pair(wsis: list[Path], masks: list[Path], input_dir: Path, warnings: l
 
 
 def find_case_files(input_dir: str | os.PathLike) -> CaseFiles:
+    """Each socket's file in a job folder; a folder that does not exist, or holds none of the WSI,
+    RNA and clinical files, is a ``UserError`` at once (before any model loads)."""
     input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise UserError(f"input folder {input_dir} does not exist (or is not a folder)")
     notes: list[str] = []
     warnings: list[str] = []
     declared = _read_inputs_json(input_dir, notes, warnings)
@@ -167,6 +171,11 @@ def find_case_files(input_dir: str | os.PathLike) -> CaseFiles:
     wsi, mask = _pick_pair(found[WSI_SLUG], found[MASK_SLUG], input_dir, warnings)
     first = {slug: (paths[0] if paths else None) for slug, paths in found.items()}
     unique = list(dict.fromkeys(warnings))  # a refused file seen through two paths is said once
+    if wsi is None and first[RNA_SLUG] is None and first[CLINICAL_SLUG] is None:
+        raise UserError(
+            f"no prediction possible: input folder {input_dir} holds no WSI, RNA or clinical file "
+            f"(expected {WSI_DIR}/*.tif, {RNA_FILE}, {CLINICAL_FILE}, or inputs.json naming them)"
+        )
     return CaseFiles(wsi, mask, first[RNA_SLUG], first[CLINICAL_SLUG], notes, unique)
 
 

@@ -34,6 +34,22 @@ ENCODER_DIR = "encoder"
 ENCODER_WEIGHTS = "weights.safetensors"
 ENCODER_META = "encoder.json"
 WEIGHT_SUFFIXES = (".bin", ".pth", ".pt", ".safetensors")
+HOW_TO_MAKE = (
+    "make one with 'python -m survfusion package --run RUN --encoder-weights W' (./demo.sh makes a demo "
+    "one in model/); on grand-challenge it is the uploaded model tarball (./export.sh), extracted"
+)
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> None:
+    """A model directory exists and holds bundle/, else one ``BundleError`` that says how to make one."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise BundleError(f"model directory {model_dir} does not exist; {HOW_TO_MAKE}")
+    if not (model_dir / BUNDLE_DIR).is_dir():
+        raise BundleError(
+            f"model directory {model_dir}: {BUNDLE_DIR}/ is not a directory (expected {BUNDLE_DIR}/ and "
+            f"{ENCODER_DIR}/); {HOW_TO_MAKE}"
+        )
 
 
 @dataclass
@@ -113,6 +129,7 @@ def load_model(
     batch_size: int | None = None,
 ) -> Model:
     """The bundle and its tile encoder, with every check that ties them together."""
+    check_model_dir(model_dir)
     model_dir = Path(model_dir)
     bundle = load_bundle(model_dir / BUNDLE_DIR)
     request = bundle_request(bundle, model_dir / BUNDLE_DIR)

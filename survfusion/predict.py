@@ -13,6 +13,7 @@ The model directory is ``survfusion.modeldir``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def _rna(files: CaseFiles, model: Model, case: _Case):
     members = model.bundle.members
     if any(m.rna.usable_genes(expression) == 0 for m in members):
         raise UserError("RNA file has no usable gene (no known symbol with a finite value)")
-    _warn_once([w for m in members for w in m.rna.transform(expression).warnings], case)
+    _warn_once([m.rna.transform(expression).warnings for m in members], case)
     return expression
 
 
@@ -121,13 +122,38 @@ def _clinical(files: CaseFiles, model: Model, case: _Case):
     record = _read_json(files.clinical, "clinical", case)
     if not isinstance(record, dict):
         raise UserError(f"clinical file is a JSON {type(record).__name__}, not an object")
-    _warn_once([w for m in model.bundle.members for w in m.clinical.transform(record).warnings], case)
+    _warn_once([m.clinical.transform(record).warnings for m in model.bundle.members], case)
     return record
 
 
-def _warn_once(warnings: list[str], case: _Case) -> None:
-    """Each distinct warning of the members' preprocessing once (an ensemble's members share most)."""
-    for w in dict.fromkeys(warnings):
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def merge_member_warnings(per_member: list[list[str]]) -> list[str]:
+    """One line per problem for all members of a bundle. Each member preprocesses the input with its
+    own training statistics, so the same problem can carry different counts (``145 values above``,
+    ``152 values above``): lines that differ only in their numbers are one problem, said once with
+    each differing number as a range (``145-152``), and ``(k of K members)`` when not all have it."""
+    groups: dict[str, list[list[str]]] = {}
+    for warnings in per_member:
+        for w in dict.fromkeys(warnings):
+            groups.setdefault(_NUMBER.sub("#", w), []).append(_NUMBER.findall(w))
+    merged = []
+    for template, numbers in groups.items():
+        parts = template.split("#")
+        line = parts[0]
+        for i, part in enumerate(parts[1:]):
+            values = sorted({n[i] for n in numbers}, key=float)
+            line += (values[0] if len(values) == 1 else f"{values[0]}-{values[-1]}") + part
+        if len(per_member) > 1 and len(numbers) < len(per_member):
+            line += f" ({len(numbers)} of {len(per_member)} members)"
+        merged.append(line)
+    return merged
+
+
+def _warn_once(per_member: list[list[str]], case: _Case) -> None:
+    """Each problem of the members' preprocessing once (``merge_member_warnings``)."""
+    for w in merge_member_warnings(per_member):
         case.warn(w)
 
 

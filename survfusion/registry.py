@@ -37,6 +37,12 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_model_name(name: str) -> None:
+    """A ``UserError`` listing the valid names unless ``name`` is registered."""
+    if name not in model_names():
+        raise UserError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
+
+
 def build_model(
     name: str,
     *,
@@ -50,9 +56,7 @@ def build_model(
     dimensions. An unknown name raises and lists the valid ones."""
     from survfusion.models import ModelDims
 
-    _populate()
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
+    check_model_name(name)
     dims = ModelDims(
         feat_dim=feat_dim, rna_dim=rna_dim, clinical_dim=clinical_dim, rank=rank, dropout=dropout
     )

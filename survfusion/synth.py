@@ -219,8 +219,15 @@ def render_slide(patient: Patient, size: int) -> tuple[np.ndarray, np.ndarray]:
     return image, blob
 
 
-def _rna_baseline(seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed + 1)
+RNA_WORLD_SEED = 1  # one synthetic "laboratory" for every cohort and sample case (see _rna_baseline)
+
+
+def _rna_baseline() -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each gene's expression level and the genes of the hidden programme: a property of the synthetic
+    world, not of a cohort's seed, so that every cohort and sample case look like data from one lab
+    (a model trained on one cohort sees another's RNA on its own scale). The world's seed is the one
+    seed-0 cohorts always had, so they are unchanged."""
+    rng = np.random.default_rng(RNA_WORLD_SEED)
     genes = reference_genes()
     mu = rng.normal(4.0, 2.0, len(genes))  # log-expression level of each gene
     program = rng.choice(len(genes), N_PROGRAM_GENES, replace=False)
@@ -234,6 +241,11 @@ def rna_values(patient: Patient, genes, mu, program) -> dict[str, float]:
     values = np.expm1(np.clip(log_expr, 0, None))
     values[(mu < 1.5) & (rng.random(mu.size) < 0.3)] = 0.0  # dropouts among lowly expressed genes
     return dict(zip(genes, np.round(values, 3).tolist(), strict=True))
+
+
+def patient_rna(patient: Patient) -> dict[str, float]:
+    """A patient's RNA file content (gene -> DESeq2-like value) in the synthetic world."""
+    return rna_values(patient, *_rna_baseline())
 
 
 def _labelled(patient: Patient) -> dict:
@@ -291,7 +303,7 @@ def write_cohort(
             f"--slide-px must be a multiple of {MASK_DOWNSAMPLE} and >= {CELL_PX}, got {slide_px}"
         )
     pts = make_patients(patients, seed)
-    genes, mu, program = _rna_baseline(seed)
+    genes, mu, program = _rna_baseline()
     for p in pts:
         _write_json(out / "rna" / f"{p.case_id}.json", rna_values(p, genes, mu, program))
         _write_json(out / "clinical" / f"{p.case_id}.json", _labelled(p))
@@ -350,7 +362,7 @@ def write_case(out: str | os.PathLike, *, seed: int = 0, slide_px: int = 2688, i
     """One patient as a grand-challenge job folder: inputs.json plus each socket's file."""
     out = Path(out)
     patient = make_patients(max(index + 1, 2), seed)[index]
-    genes, mu, program = _rna_baseline(seed)
+    genes, mu, program = _rna_baseline()
     name = f"{patient.case_id}_HE"
     _write_slide_files(patient, slide_px, out / WSI_DIR / f"{name}.tif", out / MASK_DIR / f"{name}.tif", 255)
     _write_json(out / RNA_FILE, rna_values(patient, genes, mu, program))

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from survfusion.bundle import Bundle, save_bundle
 from survfusion.calibration import RiskToTime
@@ -30,6 +29,7 @@ from survfusion.errors import UserError
 from survfusion.fileio import write_json
 from survfusion.models import batched_risks, build_model, count_parameters, pad_bags
 from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
+from survfusion.progress import progress as progress_bar
 from survfusion.survival import concordance_index, cox_loss
 
 INITS = ("default", "xavier_normal")
@@ -220,8 +220,8 @@ class Trainer:
     def fit(self, progress: bool = True) -> tuple[list[dict], int]:
         """Train with early stopping; restores the best epoch's weights. Returns (history, best)."""
         history, best_c, best_epoch, best_state, waited = [], -np.inf, 0, None, 0
-        bar = tqdm(range(1, self.cfg.max_epochs + 1), desc=self.cfg.model, unit="epoch", disable=not progress)
-        for epoch in bar:
+        bar = progress_bar(total=self.cfg.max_epochs, desc=self.cfg.model, unit="epoch", disable=not progress)
+        for epoch in range(1, self.cfg.max_epochs + 1):
             t0 = time.perf_counter()
             try:
                 self.train_epoch()
@@ -259,8 +259,10 @@ class Trainer:
             else:
                 waited += 1
             bar.set_postfix(train_c=f"{tr_c:.3f}", val_c=f"{va_c:.3f}", best=f"{best_c:.3f}@{best_epoch}")
+            bar.update()
             if waited >= self.cfg.patience and epoch >= self.cfg.min_epochs:
                 break
+        bar.close()
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return history, best_epoch

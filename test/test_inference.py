@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import HOSTILE, ROOT, ROWS, case, check
+from cases import HOSTILE, ROOT, ROWS, SAMPLE, case, check
 from helpers import make_model_dir
 from safetensors.torch import load_file, save_file
 
@@ -71,6 +71,27 @@ def test_bad_input_table_in_process(capsys, scratch, model_dir, name, mutate, ex
     check(run, code, needles)
     if name == "complete case":
         assert "warning" not in run.stderr, run.stderr
+
+
+def test_a_wrong_input_folder_fails_at_once_before_the_model_loads(capsys, scratch, model_dir):
+    run = run_inference(capsys, scratch / "no-such-case", model_dir)
+    assert run.returncode == 1 and run.output is None
+    assert run.stderr.strip().splitlines() == [
+        f"[survfusion] error: input folder {scratch / 'no-such-case'} does not exist (or is not a folder)"
+    ]
+    assert "load" not in run.stdout  # the model was never loaded
+    empty = scratch / "empty-case"
+    empty.mkdir()
+    run = run_inference(capsys, empty, model_dir)
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1 and "holds no WSI, RNA or clinical file" in last and "load" not in run.stdout
+
+
+def test_a_missing_model_directory_says_how_to_make_one(capsys, scratch):
+    run = run_inference(capsys, SAMPLE, scratch / "no-model")
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1 and f"model directory {scratch / 'no-model'} does not exist" in last
+    assert "python -m survfusion package --run RUN --encoder-weights W" in last and "./export.sh" in last
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import openslide
@@ -12,8 +13,11 @@ from sksurv.metrics import concordance_index_censored
 from survfusion.__main__ import main
 from survfusion.dataset import load_cohort, strata_of, stratified_folds, stratified_split
 from survfusion.encoders import init_encoder_weights
+from survfusion.gcio import CLINICAL_FILE, RNA_FILE
 from survfusion.preprocess import clinical_schema, reference_genes
 from survfusion.synth import make_patients, write_case, write_cohort
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow  # cohorts and training: ./test.sh -m "not slow" skips them
 
@@ -79,6 +83,23 @@ def test_outcomes_are_shaped_like_the_real_cohort():
     assert time.min() >= 1 and time.max() <= 200
 
 
+def test_the_sample_case_passes_the_demo_cohorts_preprocessing_without_a_warning():
+    """./demo.sh trains on `synth --patients 60 --seed 1` and predicts test/input/interf0 (a seed-0
+    patient): preprocessing fitted on the demo's training patients must take the sample case without
+    one warning, so `inference.py --strict` holds on the kit's own example."""
+    from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
+    from survfusion.synth import patient_rna
+
+    train = make_patients(60, seed=1)[:51]  # the demo's cohort; 85% of it trains (any 51 will do)
+    genes = reference_genes()
+    raw = np.array([[values[g] for g in genes] for values in map(patient_rna, train)])
+    rna = RnaVectorizer(genes, log1p=True).with_train_max(raw)
+    clinical = ClinicalEncoder.fit([p.clinical for p in train])
+    sample = ROOT / "test" / "input" / "interf0"
+    assert rna.transform(json.loads((sample / RNA_FILE).read_text())).warnings == []
+    assert clinical.transform(json.loads((sample / CLINICAL_FILE).read_text())).warnings == []
+
+
 def test_case_dir_is_a_grand_challenge_job(tmp_path):
     case = write_case(tmp_path / "case", seed=0)
     inputs = json.loads((case / "inputs.json").read_text())
@@ -116,7 +137,7 @@ def _train(small, out, *extra):
                  "--out", str(out), "--config", str(config), *extra])  # fmt: skip
 
 
-def test_train_evaluate_compare_end_to_end(small, tmp_path):
+def test_train_evaluate_compare_end_to_end(small, tmp_path, capsys):
     _, cohort, feats, _ = small
     run = tmp_path / "run"
     assert _train(small, run) == 0
@@ -138,9 +159,13 @@ def test_train_evaluate_compare_end_to_end(small, tmp_path):
         "--out",
         str(out),
     ]
-    assert main(["evaluate", *args, "--cases", "val", "--heatmaps", "2"]) == 0
+    assert main(["evaluate", *args, "--heatmaps", "2"]) == 0  # auto: a single run's validation split
+    printed = capsys.readouterr().out
+    assert f"on {len(split['val'])} validation patients of the run" in printed
+    assert "optimistic: the run's best epoch was chosen on these patients" in printed
     for name in ("cases.csv", "metrics.json", "km_risk_quartiles.png", "c_index_per_epoch.png"):
         assert (out / name).is_file(), name
+        assert f"  {name}" in printed  # the summary lists every file written
     assert len(list(out.glob("heatmap_*.png"))) == 2
     rows = read_csv(out / "cases.csv")
     assert [r["case_id"] for r in rows] == split["val"]
@@ -153,6 +178,12 @@ def test_train_evaluate_compare_end_to_end(small, tmp_path):
     assert main(["evaluate", *args[:-1], str(tmp_path / "eval2"), "--heatmap-cases", *chosen]) == 0
     assert [p.name for p in (tmp_path / "eval2").glob("heatmap_*.png")] == [f"heatmap_{chosen[0]}.png"]
     assert main(["evaluate", *args[:-1], str(tmp_path / "eval3"), "--heatmap-cases", "NOPE"]) == 2
+    # the run folder works where its bundle/ does, and an in-sample score says so
+    run_args = ["--bundle", str(run), *args[2:-1], str(tmp_path / "eval4"), "--cases", "train"]
+    assert main(["evaluate", *run_args, "--heatmaps", "0"]) == 0
+    assert "in-sample: the bundle trained on these patients" in capsys.readouterr().out
+    assert main(["evaluate", *args[:-1], str(tmp_path / "eval5"), "--cases", "nope"]) == 2
+    assert "expected one of auto, train, val, test, all" in capsys.readouterr().err
     table = tmp_path / "table.md"
     assert main(["compare", str(run), "--out", str(table)]) == 0
     assert "ABMIL_Surv_PG" in table.read_text()
@@ -227,8 +258,13 @@ def test_ensemble_trains_bundles_loads_and_predicts(small, tmp_path, capsys):
     assert (tmp_path / "ev" / "c_index_per_epoch.png").is_file()  # the six members' curves
     assert main(["compare", str(run)]) == 0
     assert "out-of-fold C (months) [optimistic]" in capsys.readouterr().out
+    assert "in-sample: " in ev["trust"]  # every patient of this cohort trained the ensemble
     assert main([*args, "--out", str(tmp_path / "ev2"), "--cases", "val"]) == 2  # no validation split
     assert main([*args, "--out", str(tmp_path / "ev3"), "--cases", "test"]) == 2  # no unseen patient
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "ev4"), "--heatmaps", "0"]) == 0  # auto: all, in-sample
+    printed = capsys.readouterr().out
+    assert "in-sample: " in printed and "out-of-fold C-index from training" in printed
 
 
 def test_reference_code_recipe_options(small, tmp_path):
