@@ -3,17 +3,17 @@
     python inference.py [--input /input] [--output /output] [--model /opt/ml/model]
                         [--device auto] [--precision auto] [--strict]
 
-A thin shell over ``survfusion.predict``: it finds the inputs, loads the model directory, logs one line
-per stage to stdout and warnings to stderr, and writes ``likelihood-of-bladder-cancer-recurrence.json``
-(a bare number of months). Exit code 0 means the output file holds a finite number >= 0. Otherwise
-the last line on stderr is ``[survfusion] error: ...``: one line alone for a problem of the input or
-the model directory (``UserError``) and for a device fault we foresaw (``ComputeError``: CUDA out of
-memory on one tile, a GPU torch cannot use); an unforeseen exception (a CUDA error, a bug) prints its
-traceback above that line, so a failed job can be debugged from its log. Paths default to the
-environment variables SURVFUSION_INPUT, SURVFUSION_OUTPUT, SURVFUSION_MODEL, then to the
-grand-challenge paths (the image's baked-in /opt/app/resources holds no file this code reads: the
-gene order and clinical schema are package data); SURVFUSION_DEVICE and SURVFUSION_PRECISION set
-the other two.
+A thin shell over ``survfusion.serving.predict``: it finds the inputs, loads the model directory,
+logs one line per stage to stdout and warnings to stderr, and writes
+``likelihood-of-bladder-cancer-recurrence.json`` (a bare number of months). Exit code 0 means the
+output file holds a finite number >= 0. Otherwise the last line on stderr is ``[survfusion] error:
+...``: one line alone for a problem of the input or the model directory (``UserError``) and for a
+device fault we foresaw (``ComputeError``: CUDA out of memory on one tile, a GPU torch cannot use);
+an unforeseen exception (a CUDA error, a bug) prints its traceback above that line, so a failed job
+can be debugged from its log. Paths default to the environment variables SURVFUSION_INPUT,
+SURVFUSION_OUTPUT, SURVFUSION_MODEL, then to the grand-challenge paths (the image's baked-in
+/opt/app/resources holds no file this code reads: the gene order and clinical schema are package
+data); SURVFUSION_DEVICE and SURVFUSION_PRECISION set the other two.
 
 Only what one case needs is imported (torch, numpy, tifffile, safetensors): no scikit-survival,
 lifelines, scikit-learn, pandas, matplotlib, timm or torchvision (``test_inference.py`` checks it).
@@ -87,11 +87,11 @@ def main(argv=None) -> int:
     try:
         import torch
 
-        from survfusion.encoders import describe_device
         from survfusion.errors import ComputeError, UserError
-        from survfusion.gcio import find_case_files, write_output
-        from survfusion.modeldir import load_model
-        from survfusion.predict import predict_case
+        from survfusion.features.device import describe_device
+        from survfusion.serving.modeldir import load_model
+        from survfusion.serving.predict import predict_case
+        from survfusion.serving.sockets import find_case_files, write_output
     except Exception:  # a broken image: say so with the traceback
         return _fail("internal: cannot import the package", trace=True)
     try:

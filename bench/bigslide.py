@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from survfusion.tiffwrite import write_mask, write_pyramid
+from survfusion.slides.tiffwrite import write_mask, write_pyramid
 
 WIDTH, HEIGHT, SPACING_UM, TILE = 40_000, 32_000, 0.25, 512
 DATA = Path(__file__).resolve().parent / ".data"

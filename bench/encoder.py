@@ -31,10 +31,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bigslide import ensure_big_slide
 
-from survfusion.encoders import TileEncoder, encoder_spec, init_encoder_weights, resolve_device
-from survfusion.extract import BatchReader, plan_tiles
-from survfusion.request import ExtractConfig
-from survfusion.slide import open_slide
+from survfusion.features.device import resolve_device
+from survfusion.features.encoders import encoder_spec
+from survfusion.features.extract import BatchReader, plan_tiles
+from survfusion.features.request import ExtractConfig
+from survfusion.features.tile_encoder import TileEncoder
+from survfusion.features.weights import init_encoder_weights
+from survfusion.slides.reader import open_slide
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: int = 20) -> float:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from survfusion.bundle import Bundle, Member, load_bundle, save_bundle
-from survfusion.calibration import RiskToTime
-from survfusion.models import build_model
-from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
+from survfusion.nets.calibration import RiskToTime
+from survfusion.nets.models import build_model
+from survfusion.serving.bundle import Bundle, Member, load_bundle, save_bundle
+from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
 
 
 def make(members: int, genes: int, seed: int = 0) -> Bundle:

@@ -34,12 +34,16 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "test"))  # test/fixtures.py
 from bigslide import ensure_big_slide  # noqa: E402
 from encoder import matmul_peak_tflops, read_only, run  # noqa: E402
 
-from survfusion.encoders import TileEncoder, describe_device, encoder_spec, init_encoder_weights  # noqa: E402
-from survfusion.gcio import MASK_DIR, WSI_DIR  # noqa: E402
-from survfusion.slide import TiffSlide  # noqa: E402
+from survfusion.features.device import describe_device  # noqa: E402
+from survfusion.features.encoders import encoder_spec  # noqa: E402
+from survfusion.features.tile_encoder import TileEncoder  # noqa: E402
+from survfusion.features.weights import init_encoder_weights  # noqa: E402
+from survfusion.serving.sockets import MASK_DIR, WSI_DIR  # noqa: E402
+from survfusion.slides.reader import TiffSlide  # noqa: E402
 
 ROWS: list[tuple[str, str]] = []
 SAMPLE = ROOT / "test" / "input" / "interf0"
@@ -169,7 +173,7 @@ DEVICE_ASSERT = """
 import sys
 import torch
 import inference
-from survfusion.vit import VisionTransformer
+from survfusion.features.vit import VisionTransformer
 
 def forward(self, x):
     index = torch.tensor([10**6], device=x.device)
@@ -228,7 +232,7 @@ def main() -> None:
         p, (rate, cast, batch) = max(found["best"].items(), key=lambda kv: kv[1][0])
         row("torch.compile", compile_row(found["encoders"][(p, cast)], slide, mask, batch, tiles, rate))
     cosine_rows(name, weights, device)
-    from survfusion.synth import write_untrained_model
+    from fixtures import write_untrained_model  # test/fixtures.py (on the path above)
 
     model = write_untrained_model(tmp / "model", weights, encoder=name, precision="bf16")
     inference_rows(make_case(tmp, slide, mask), model, tmp, args.device)

@@ -4,7 +4,7 @@
 The variants are the table of ``test/cases.py`` (``HOSTILE``) plus the ones too large for the test
 suite: a single-page (not pyramidal) 20,001 x 20,001 slide without a mask (the Otsu thumbnail must be
 streamed, not read whole: 1.2 GB of pixels), and the 10^6 x 10^6 header with and without a mask.
-Model: ``synth.write_untrained_model`` with vit-tiny on the CPU.
+Model: ``test/fixtures.py``'s ``write_untrained_model`` with vit-tiny on the CPU.
 
     python bench/hostile.py [VARIANT-SUBSTRING ...]
 """
@@ -109,8 +109,9 @@ def run_case(path: Path, model: Path, out: Path) -> tuple[int, float, float, str
 
 
 def main() -> None:
-    from survfusion.encoders import init_encoder_weights
-    from survfusion.synth import write_untrained_model
+    from fixtures import write_untrained_model  # test/fixtures.py (on the path above)
+
+    from survfusion.features.weights import init_encoder_weights
 
     tmp = Path(tempfile.mkdtemp(prefix="hostile-"))
     weights = tmp / "vit-tiny.safetensors"

@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bigslide import ensure_big_slide
 
-from survfusion.encoders import init_encoder_weights
-from survfusion.features import read_features
+from survfusion.features.h5 import read_features
+from survfusion.features.weights import init_encoder_weights
 
 
 def main() -> None:

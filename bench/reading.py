@@ -28,8 +28,8 @@ import openslide
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bigslide import ensure_big_slide
 
-from survfusion.geometry import plan_read, tile_grid
-from survfusion.slide import TiffSlide
+from survfusion.slides.geometry import plan_read, tile_grid
+from survfusion.slides.reader import TiffSlide
 
 
 def bench_openslide(path, level, xy_lv0, size) -> float:

@@ -1,7 +1,7 @@
 """Container start-up: process start to the first tile batch, whole-case time, and what the imports cost.
 
 Each measurement is a fresh ``python`` process on the sample case ``test/input/interf0`` with a model
-directory made by ``synth.write_untrained_model`` (vit-tiny, and with ``--uni`` the UNI architecture
+directory made by ``write_untrained_model`` of test/fixtures.py (vit-tiny; with ``--uni`` the UNI architecture
 with random weights: 1.2 GB of safetensors, cached in bench/.data). The file cache is warm (one
 untimed run first). With ``--before DIR`` (a checkout of an older commit, e.g. ``git worktree add
 /tmp/before <commit>``) its ``inference.py`` runs on the same model directory, interleaved with ours.
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "test"))  # test/fixtures.py
 DATA = Path(__file__).resolve().parent / ".data"
 CASE = ROOT / "test" / "input" / "interf0"
 
@@ -33,9 +34,9 @@ FIRST_BATCH = """
 import sys, time
 t_spawn = float(sys.argv[1])
 import torch
-from survfusion.extract import embed_slide
-from survfusion.gcio import find_case_files
-from survfusion.modeldir import load_model
+from survfusion.features.extract import embed_slide
+from survfusion.serving.sockets import find_case_files
+from survfusion.serving.modeldir import load_model
 
 files = find_case_files(sys.argv[2])
 model = load_model(sys.argv[3], device="cpu")
@@ -55,8 +56,9 @@ print(f"{first[0]:.4f}")
 
 
 def model_dir(encoder: str) -> Path:
-    from survfusion.encoders import init_encoder_weights
-    from survfusion.synth import write_untrained_model
+    from fixtures import write_untrained_model  # test/fixtures.py (on the path above)
+
+    from survfusion.features.weights import init_encoder_weights
 
     out = DATA / f"startup-model-{encoder}"
     if not (out / "encoder" / "encoder.json").is_file():

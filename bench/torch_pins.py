@@ -7,7 +7,7 @@ the first one.
 
 - ``import torch``: process start to exit of ``python -c "import torch"``.
 - ``whole case``: ``inference.py`` on the sample case ``test/input/interf0`` with a vit-tiny model
-  directory (``synth.write_untrained_model``), ``--device cpu``, spawn to exit.
+  directory (``test/fixtures.py``), ``--device cpu``, spawn to exit.
 - ``vit-tiny`` / ``uni`` tiles/s: the encoder network alone (random weights, fp32, inference mode) on
   a batch of 16 random tiles, after one warm-up batch; UNI is the real ViT-L/16 architecture.
 - the wheel: ``torch.version.cuda`` and the compiled GPU architectures (``sm_75`` is the T4).
@@ -37,7 +37,7 @@ print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
 
 EMBED = """
 import json, sys, time, torch
-from survfusion.encoders import build_architecture
+from survfusion.features.encoders import build_architecture
 name, batch, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
 model = build_architecture(name).eval()
@@ -53,8 +53,9 @@ print(json.dumps(batch * reps / (time.perf_counter() - t0)))
 MODEL = """
 import sys
 from pathlib import Path
-from survfusion.encoders import init_encoder_weights
-from survfusion.synth import write_untrained_model
+from survfusion.features.weights import init_encoder_weights
+sys.path.insert(0, "test")
+from fixtures import write_untrained_model
 out = Path(sys.argv[1])
 init_encoder_weights("vit-tiny", out / "w.safetensors", seed=0)
 write_untrained_model(out / "model", out / "w.safetensors", encoder="vit-tiny")

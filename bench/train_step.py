@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from survfusion.models import build_model, pad_bags
-from survfusion.survival import cox_loss
+from survfusion.nets.models import build_model, pad_bags
+from survfusion.nets.survival import cox_loss
 
 
 def measure(genes: int, fused: bool, steps: int) -> dict[str, float]:

@@ -24,7 +24,8 @@ STAGES = ("core", "slides", "features", "nets", "serving", "training", "synth", 
 
 # Where each module of the earlier flat layout belongs (only used to measure that layout).
 FLAT = {
-    "slide": "slides", "tiffheader": "slides", "tissue": "slides", "geometry": "slides", "tiffwrite": "slides",
+    "slide": "slides", "tiffheader": "slides", "tissue": "slides", "geometry": "slides",
+    "tiffwrite": "slides",
     "request": "features", "encoders": "features", "vit": "features", "extract": "features",
     "features": "features", "models": "nets", "fusions": "nets", "registry": "nets", "survival": "nets",
     "calibration": "nets", "gcio": "serving", "modeldir": "serving", "bundle": "serving",
@@ -79,6 +80,8 @@ def stage(name: str) -> str:
     if not parts:
         return "core"
     if len(parts) == 1:
+        if parts[0] in STAGES:
+            return parts[0]
         return FLAT.get(parts[0], "core") if parts[0] != "__main__" else "cli"
     return parts[0]
 

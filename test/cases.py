@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from survfusion.gcio import CLINICAL_FILE, MASK_DIR, RNA_FILE, WSI_DIR
-from survfusion.tiffwrite import write_mask, write_pyramid
+from survfusion.serving.sockets import CLINICAL_FILE, MASK_DIR, RNA_FILE, WSI_DIR
+from survfusion.slides.tiffwrite import write_mask, write_pyramid
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "test" / "input" / "interf0"
@@ -320,7 +320,7 @@ def mask_is_the_slide(path: Path) -> None:
 def mask_with_nan_background(path: Path) -> None:
     import tifffile
 
-    from survfusion.tissue import read_mask
+    from survfusion.slides.tissue import read_mask
 
     truth = read_mask(mask(path))
     values = np.where(truth, 1.0, np.nan).astype(np.float32)

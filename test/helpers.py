@@ -41,9 +41,10 @@ def make_model_dir(
     name: str = "model",
     members: int = 1,
 ) -> Path:
-    """``synth.write_untrained_model`` with vit-tiny weights (``weights`` or fresh ones, seed 0)."""
-    from survfusion.encoders import init_encoder_weights
-    from survfusion.synth import write_untrained_model
+    """``fixtures.write_untrained_model`` with vit-tiny weights (``weights`` or fresh ones, seed 0)."""
+    from fixtures import write_untrained_model
+
+    from survfusion.features.weights import init_encoder_weights
 
     if weights is None:
         weights = folder / "vit-tiny.safetensors"

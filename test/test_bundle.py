@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from survfusion import bundle as bundle_mod
-from survfusion.bundle import Bundle, Member, load_bundle, save_bundle
-from survfusion.calibration import RiskToTime
+import survfusion.serving.bundle as bundle_mod
 from survfusion.errors import BundleError
 from survfusion.fileio import sha256_file
-from survfusion.models import build_model
-from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
+from survfusion.nets.calibration import RiskToTime
+from survfusion.nets.models import build_model
+from survfusion.serving.bundle import Bundle, Member, load_bundle, save_bundle
+from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer
 
 MEMBER = ["member_00/weights.safetensors", "member_00/clinical.json", "member_00/genes.json"]
 FILES = ["manifest.json", "calibration.json", *MEMBER]

@@ -8,9 +8,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sksurv.datasets import load_gbsg2
 
-from survfusion.calibration import RiskToTime
 from survfusion.errors import UserError
-from survfusion.survival import concordance_index, kaplan_meier
+from survfusion.nets.calibration import RiskToTime
+from survfusion.nets.survival import concordance_index, kaplan_meier
 
 # Hand-worked: times 2,4,6(c),8,10(c); KM points (0,1) (2,.8) (4,.6) (6,.6) (8,.3) (10,.3).
 TIME = [2, 4, 6, 8, 10]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from survfusion import progress as progress_mod
-from survfusion.__main__ import build_parser, main
-from survfusion.figures import SMALL_GROUP, attention_grid, plot_km_quartiles
-from survfusion.predict import merge_member_warnings
+from survfusion.cli.main import build_parser, main
+from survfusion.serving.predict import merge_member_warnings
+from survfusion.training.figures import SMALL_GROUP, attention_grid, plot_km_quartiles
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def test_the_venv_runs_the_pinned_torch_with_a_cuda12_runtime():
     driver >= MIN_DRIVER), with SASS for the T4 (sm_75)."""
     import torch
 
-    from survfusion.encoders import MIN_DRIVER
+    from survfusion.features.device import MIN_DRIVER
 
     assert torch.__version__.split("+")[0] == _pin("torch")
     assert torch.version.cuda is not None and torch.version.cuda.startswith("12."), torch.version.cuda

@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from survfusion.encoders import (
-    TileEncoder,
-    build_architecture,
-    init_encoder_weights,
-    resolve_precision,
-)
 from survfusion.errors import UserError
-from survfusion.features import FeatureCacheMismatch, cache_matches, read_features, write_features
-from survfusion.request import REQUEST_ATTR, FeatureRequest
-from survfusion.slide import area_reduce
+from survfusion.features.device import resolve_precision
+from survfusion.features.encoders import build_architecture
+from survfusion.features.h5 import FeatureCacheMismatch, cache_matches, read_features, write_features
+from survfusion.features.request import REQUEST_ATTR, FeatureRequest
+from survfusion.features.tile_encoder import TileEncoder
+from survfusion.features.weights import init_encoder_weights
+from survfusion.slides.reader import area_reduce
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from test_bundle import _resign, inputs, make_bundle, make_member
 
-from survfusion import bundle as bundle_mod
-from survfusion.__main__ import main
-from survfusion.bundle import Bundle, combine_risks, load_bundle, save_bundle
-from survfusion.calibration import RiskToTime
+import survfusion.serving.bundle as bundle_mod
+from survfusion.cli.main import main
 from survfusion.errors import BundleError, UserError
-from survfusion.models import batched_risks
-from survfusion.survival import concordance_index
+from survfusion.nets.calibration import RiskToTime
+from survfusion.nets.models import batched_risks
+from survfusion.nets.survival import concordance_index
+from survfusion.serving.bundle import Bundle, combine_risks, load_bundle, save_bundle
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
 scales = st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False)

@@ -5,14 +5,15 @@ import pytest
 import torch
 from helpers import cmu_small_region, tissue_image
 
-from survfusion.__main__ import main
-from survfusion.encoders import TileEncoder, init_encoder_weights
-from survfusion.extract import ExtractConfig, embed_slide
-from survfusion.features import read_features
-from survfusion.geometry import tile_grid
-from survfusion.slide import open_slide
-from survfusion.tiffwrite import write_mask, write_pyramid
-from survfusion.tissue import tile_coverage
+from survfusion.cli.main import main
+from survfusion.features.extract import ExtractConfig, embed_slide
+from survfusion.features.h5 import read_features
+from survfusion.features.tile_encoder import TileEncoder
+from survfusion.features.weights import init_encoder_weights
+from survfusion.slides.geometry import tile_grid
+from survfusion.slides.reader import open_slide
+from survfusion.slides.tiffwrite import write_mask, write_pyramid
+from survfusion.slides.tissue import tile_coverage
 
 
 @pytest.fixture(scope="module")

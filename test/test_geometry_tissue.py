@@ -6,10 +6,10 @@ import SimpleITK as sitk
 from helpers import tissue_image
 
 from survfusion.errors import UserError
-from survfusion.geometry import plan_read, tile_grid
-from survfusion.slide import open_slide
-from survfusion.tiffwrite import write_mask, write_pyramid
-from survfusion.tissue import find_tissue, read_mask, tile_boxes, tile_coverage
+from survfusion.slides.geometry import plan_read, tile_grid
+from survfusion.slides.reader import open_slide
+from survfusion.slides.tiffwrite import write_mask, write_pyramid
+from survfusion.slides.tissue import find_tissue, read_mask, tile_boxes, tile_coverage
 
 
 def test_level_at_the_target_is_used_as_is():

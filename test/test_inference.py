@@ -19,9 +19,9 @@ from helpers import make_model_dir
 from safetensors.torch import load_file, save_file
 
 import inference
-from survfusion.encoders import init_encoder_weights
-from survfusion.gcio import OUTPUT_FILE
-from survfusion.vit import VisionTransformer
+from survfusion.features.vit import VisionTransformer
+from survfusion.features.weights import init_encoder_weights
+from survfusion.serving.sockets import OUTPUT_FILE
 
 pytestmark = pytest.mark.slow  # whole cases in-process: ./test.sh -m "not slow" skips them
 
@@ -231,7 +231,7 @@ def test_a_visible_gpu_that_torch_cannot_use_fails(capsys, monkeypatch, scratch,
 def test_a_driver_older_than_the_floor_is_named(capsys, monkeypatch, scratch, model_dir, clean):
     """On a host whose driver predates CUDA 12 (grand-challenge does not publish its driver), the one
     line says which driver was found and which one this torch needs."""
-    import survfusion.encoders as enc
+    import survfusion.features.device as enc
 
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -245,12 +245,12 @@ def test_a_driver_older_than_the_floor_is_named(capsys, monkeypatch, scratch, mo
 
 
 def test_a_mask_that_cannot_be_read_never_drops_the_slide(capsys, monkeypatch, scratch, model_dir, clean):
-    import survfusion.tissue
+    import survfusion.slides.tissue
 
     def bomb(*args, **kwargs):
         raise MemoryError("Unable to allocate 2.73 TiB")
 
-    monkeypatch.setattr(survfusion.tissue, "read_mask", bomb)
+    monkeypatch.setattr(survfusion.slides.tissue, "read_mask", bomb)
     run = run_inference(capsys, clean[0], model_dir, out=scratch / "maskbomb-out")
     assert run.returncode == 0, run.stderr
     assert "unreadable (MemoryError" in run.stderr and "Otsu" in run.stderr
@@ -338,9 +338,9 @@ def test_an_ensemble_embeds_once_and_uses_every_member(capsys, monkeypatch, scra
     """Three members: one pass of the tile encoder, each member's forward on the same features, the
     bundle's formula and calibration; the log names the member count; a missing modality is replaced
     in every member with one warning; twice the same bytes."""
-    import survfusion.predict as predict_mod
-    from survfusion.bundle import load_bundle
-    from survfusion.gcio import CLINICAL_FILE, RNA_FILE
+    import survfusion.serving.predict as predict_mod
+    from survfusion.serving.bundle import load_bundle
+    from survfusion.serving.sockets import CLINICAL_FILE, RNA_FILE
 
     model = make_model_dir(scratch, name="ensemble-model", members=3)
     path = case(scratch, "ensemble")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from survfusion.bundle import load_bundle
-from survfusion.request import FeatureRequest
+from survfusion.features.request import FeatureRequest
+from survfusion.serving.bundle import load_bundle
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from survfusion.errors import UserError
 from survfusion.fileio import json_depth, read_json
 from survfusion.limits import MAX_JSON_DEPTH
-from survfusion.preprocess import ClinicalEncoder, RnaVectorizer
-from survfusion.slide import SlideError, TiffSlide, area_reduce
-from survfusion.tiffheader import ImageLimitError, check_tiff_limits, read_pages
+from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer
+from survfusion.slides.reader import SlideError, TiffSlide, area_reduce
+from survfusion.slides.tiffheader import ImageLimitError, check_tiff_limits, read_pages
 
 
 @pytest.mark.parametrize("bigtiff", [False, True])
@@ -49,14 +49,14 @@ def test_header_limits_refuse_before_reading(tmp_path):
 
 
 def test_thumbnail_is_streamed_and_equals_the_whole_level(tmp_path, monkeypatch):
-    import survfusion.slide
+    import survfusion.slides.reader
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1000, 1500, 3), dtype=np.uint8)
     path = tmp_path / "flat.tif"
     tifffile.imwrite(path, image, rowsperstrip=50, compression="deflate", resolution=(40000, 40000),
                      resolutionunit="CENTIMETER")  # fmt: skip
-    monkeypatch.setattr(survfusion.slide, "THUMBNAIL_BAND_BYTES", 1500 * 3 * 40)
+    monkeypatch.setattr(survfusion.slides.reader, "THUMBNAIL_BAND_BYTES", 1500 * 3 * 40)
     heights = []
     with TiffSlide(path) as slide:
         original = slide.read_regions
@@ -141,7 +141,7 @@ def test_clinical_ranges_and_rna_bounds():
 def test_jpeg_size_reads_the_frame_header(width, height, optimize):
     import imagecodecs
 
-    from survfusion.tiffheader import jpeg_size
+    from survfusion.slides.tiffheader import jpeg_size
 
     image = np.zeros((height, width, 3), np.uint8)
     data = imagecodecs.jpeg8_encode(image, level=80, optimize=optimize)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from survfusion.errors import UserError
-from survfusion.models import GatedAttentionMIL, build_model, count_parameters, model_names
+from survfusion.nets.models import GatedAttentionMIL, build_model, count_parameters, model_names
 
 PAPER = ["ABMIL_Surv", "ABMIL_Surv_PG", "ABMIL_Surv_PG_Res"]
 ALL = model_names()
@@ -149,7 +149,7 @@ def test_ablations_ignore_the_modalities_they_do_not_use(name, unused, small_dim
 def test_batched_risks_equal_one_patient_at_a_time(small_dims):
     """The one risk helper: any batch size gives each patient's own forward; ``replace`` swaps in
     an embedding exactly as encode-then-fuse would."""
-    from survfusion.models import Embeddings, batched_risks
+    from survfusion.nets.models import Embeddings, batched_risks
 
     model = build_model("ABMIL_Surv_PG", **small_dims).eval()
     g = torch.Generator().manual_seed(3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from survfusion.errors import UserError
-from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, clinical_schema, reference_genes
+from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, clinical_schema, reference_genes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 

@@ -6,8 +6,8 @@ import pytest
 import tifffile
 from helpers import cmu_small_region, tissue_image
 
-from survfusion.slide import SlideError, TiffSlide, open_slide
-from survfusion.tiffwrite import write_pyramid
+from survfusion.slides.reader import SlideError, TiffSlide, open_slide
+from survfusion.slides.tiffwrite import write_pyramid
 
 
 @pytest.fixture(scope="module")

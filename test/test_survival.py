@@ -16,7 +16,7 @@ from sksurv.linear_model.coxph import CoxPHOptimizer
 from sksurv.metrics import concordance_index_censored
 from sksurv.nonparametric import kaplan_meier_estimator
 
-from survfusion.survival import concordance_bootstrap, concordance_index, cox_loss, kaplan_meier
+from survfusion.nets.survival import concordance_bootstrap, concordance_index, cox_loss, kaplan_meier
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import pytest
 import tifffile
 from sksurv.metrics import concordance_index_censored
 
-from survfusion.__main__ import main
-from survfusion.dataset import load_cohort, strata_of, stratified_folds, stratified_split
-from survfusion.encoders import init_encoder_weights
-from survfusion.gcio import CLINICAL_FILE, RNA_FILE
-from survfusion.preprocess import clinical_schema, reference_genes
-from survfusion.synth import make_patients, write_case, write_cohort
+from survfusion.cli.main import main
+from survfusion.features.weights import init_encoder_weights
+from survfusion.serving.preprocess import clinical_schema, reference_genes
+from survfusion.serving.sockets import CLINICAL_FILE, RNA_FILE
+from survfusion.synth.cohort import make_patients, write_case, write_cohort
+from survfusion.training.dataset import load_cohort, strata_of, stratified_folds, stratified_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,8 +87,8 @@ def test_the_sample_case_passes_the_demo_cohorts_preprocessing_without_a_warning
     """./demo.sh trains on `synth --patients 60 --seed 1` and predicts test/input/interf0 (a seed-0
     patient): preprocessing fitted on the demo's training patients must take the sample case without
     one warning, so `inference.py --strict` holds on the kit's own example."""
-    from survfusion.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
-    from survfusion.synth import patient_rna
+    from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
+    from survfusion.synth.cohort import patient_rna
 
     train = make_patients(60, seed=1)[:51]  # the demo's cohort; 85% of it trains (any 51 will do)
     genes = reference_genes()
@@ -216,7 +216,7 @@ def test_cross_validation_writes_every_fold(small, tmp_path, capsys):
 def test_ensemble_trains_bundles_loads_and_predicts(small, tmp_path, capsys):
     """3 folds x 2 seeds: six members in one bundle, calibrated on the out-of-fold risks, which are
     recomputed here from each member's own predictions; evaluate reports them labelled."""
-    from survfusion.bundle import Bundle, load_bundle, on_common_scale
+    from survfusion.serving.bundle import Bundle, load_bundle, on_common_scale
 
     _, cohort, feats, _ = small
     run = tmp_path / "ens"
@@ -272,7 +272,7 @@ def test_reference_code_recipe_options(small, tmp_path):
     what its name says."""
     from pathlib import Path
 
-    from survfusion.train import TrainConfig, Trainer, xavier_normal_init
+    from survfusion.training.train import TrainConfig, Trainer, xavier_normal_init
 
     _, cohort, feats, _ = small
     ref = Path(__file__).resolve().parents[1] / "configs" / "reference-code.json"
@@ -305,7 +305,7 @@ def test_reference_code_recipe_options(small, tmp_path):
 
 
 def test_ties_in_validation_c_index_keep_the_later_epoch_when_asked(small, tmp_path, monkeypatch):
-    import survfusion.train as train_mod
+    import survfusion.training.train as train_mod
 
     monkeypatch.setattr(train_mod, "concordance_index", lambda t, e, r: 0.5)  # every epoch ties
     for tie_break, best in (("earlier", 1), ("later", 4)):
@@ -317,7 +317,7 @@ def test_ties_in_validation_c_index_keep_the_later_epoch_when_asked(small, tmp_p
 
 
 def test_outer_test_protocol_never_trains_on_its_test_patients(small, tmp_path, capsys):
-    from survfusion.protocol import outer_folds
+    from survfusion.training.protocol import outer_folds
 
     _, cohort, feats, config = small
     out = tmp_path / "outer"

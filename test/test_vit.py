@@ -1,4 +1,4 @@
-"""Our ViT (survfusion.vit) against timm: same parameter names and shapes, same embeddings."""
+"""Our ViT (survfusion.features.vit) against timm: same parameter names and shapes, same embeddings."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from survfusion.calibration import _cdf_knots
-from survfusion.encoders import ENCODERS, TileEncoder, build_architecture, build_timm_reference
-from survfusion.geometry import uniform_subset
+from survfusion.features.encoders import ENCODERS, build_architecture, build_timm_reference
+from survfusion.features.tile_encoder import TileEncoder
+from survfusion.nets.calibration import _cdf_knots
+from survfusion.slides.geometry import uniform_subset
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
@@ -23,7 +24,7 @@ def test_same_state_dict_layout_as_timm(name):
 
 def test_same_embeddings_as_timm_from_the_same_weights():
     """vit-tiny in full, and UNI's block (LayerScale, 16 heads, 1024-d) at two blocks deep."""
-    from survfusion.vit import VisionTransformer
+    from survfusion.features.vit import VisionTransformer
 
     torch.manual_seed(0)
     for name, depth in (("vit-tiny", None), ("uni", 2)):
@@ -39,7 +40,7 @@ def test_same_embeddings_as_timm_from_the_same_weights():
 
 
 def test_meta_build_assigns_the_loaded_weights(tmp_path):
-    from survfusion.encoders import init_encoder_weights
+    from survfusion.features.weights import init_encoder_weights
 
     path = tmp_path / "w.safetensors"
     init_encoder_weights("vit-tiny", path, seed=3)

@@ -1,0 +1,1 @@
+"""Stage 7, cli: ``python -m survfusion <command>``; argument handling only."""

@@ -1,0 +1,153 @@
+"""``python -m survfusion extract`` and ``init-encoder``: argument handling and the cohort loop only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from survfusion.errors import UserError
+from survfusion.progress import progress, write
+
+
+def add_extract_parser(sub) -> None:
+    from survfusion.features.request import ExtractConfig  # the defaults live there, once
+
+    p = sub.add_parser("extract", help="tile slides inside their tissue masks and embed the tiles")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--slide", help="one slide (its case id is the file name without extension)")
+    src.add_argument("--cohort", help="a cohort folder: slides/<case_id>.tif with masks/<case_id>.tif")
+    src.add_argument("--list", help="a CSV with columns slide[, mask, case_id]")
+    p.add_argument("--mask", help="tissue mask for --slide")
+    p.add_argument("--out", required=True, help="output folder: one <case_id>.h5 per slide")
+    p.add_argument("--encoder", default="uni", help="tile encoder (uni, vit-tiny)")
+    p.add_argument(
+        "--weights", required=True, help="encoder weights (.bin/.pth/.safetensors), loaded strictly"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--precision", default="auto", help="auto (fp16 on T4, bf16 on Ampere+, fp32 on CPU), fp32, ..."
+    )
+    p.add_argument(
+        "--cast-weights", action="store_true", help="hold the weights in fp16/bf16 instead of autocast"
+    )
+    d = ExtractConfig()
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="tiles per batch (default: 128 on a GPU, 16 on a CPU)",
+    )
+    p.add_argument(
+        "--target-spacing", type=float, default=d.target_spacing_um, help="µm/px of the tiles (1.0 = 10x)"
+    )
+    p.add_argument("--tile-px", type=int, default=d.tile_px, help="tile side in pixels at --target-spacing")
+    p.add_argument(
+        "--min-tissue", type=float, default=d.min_tissue, help="minimum tissue fraction of a kept tile"
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=d.tolerance, help="a level this close to the spacing is read as is"
+    )
+    p.add_argument("--spacing-um", type=float, help="override the slides' level-0 spacing")
+    p.add_argument(
+        "--max-tiles",
+        type=int,
+        help="keep a spatially uniform subset of at most N tiles per slide (time limits)",
+    )
+    p.add_argument("--threads", type=int, default=d.read_threads, help="tile-decoding threads")
+    p.add_argument("--shard", default="0/1", help="process shard i of n (0-based), e.g. 2/8")
+    p.set_defaults(func=run_extract)
+
+
+def add_init_encoder_parser(sub) -> None:
+    p = sub.add_parser("init-encoder", help="create random encoder weights locally (tests, demos)")
+    p.add_argument("--encoder", default="vit-tiny", help="tile encoder whose architecture gets the weights")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.set_defaults(func=run_init_encoder)
+
+
+def run_init_encoder(args: argparse.Namespace) -> int:
+    from survfusion.features.weights import init_encoder_weights
+
+    digest = init_encoder_weights(args.encoder, args.out, seed=args.seed)
+    print(f"{args.out}: {args.encoder} weights, seed {args.seed}, sha256 {digest}")
+    return 0
+
+
+def _jobs(args: argparse.Namespace):
+    from survfusion.training.cohort import SlideJob, cohort_jobs, list_jobs, parse_shard, shard
+
+    if args.slide:
+        jobs = [SlideJob(Path(args.slide).stem, Path(args.slide), Path(args.mask) if args.mask else None)]
+    elif args.mask:
+        raise UserError(
+            "--mask goes with --slide; a cohort's masks live in masks/, a list's in its mask column"
+        )
+    else:
+        jobs = cohort_jobs(args.cohort) if args.cohort else list_jobs(args.list)
+    return shard(jobs, *parse_shard(args.shard))
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from survfusion.features.extract import extract_slide, feature_request
+    from survfusion.features.h5 import cache_matches
+    from survfusion.features.request import ExtractConfig
+    from survfusion.features.tile_encoder import TileEncoder
+
+    jobs = _jobs(args)
+    encoder = TileEncoder(
+        args.encoder,
+        args.weights,
+        device=args.device,
+        precision=args.precision,
+        cast_weights=args.cast_weights,
+    )
+    cfg = ExtractConfig(
+        target_spacing_um=args.target_spacing,
+        tile_px=args.tile_px,
+        min_tissue=args.min_tissue,
+        tolerance=args.tolerance,
+        spacing_override_um=args.spacing_um,
+        max_tiles=args.max_tiles,
+        batch_size=args.batch_size,
+        read_threads=args.threads,
+    )
+    request = feature_request(encoder, cfg)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"extract: {len(jobs)} slide(s) -> {out_dir} | {encoder.name} on {encoder.device} "
+        f"({encoder.precision}) | {cfg.tile_px} px at {cfg.target_spacing_um} µm/px",
+        flush=True,
+    )
+    written, skipped, failed, tiles, t0 = 0, 0, [], 0, time.perf_counter()
+    for job in progress(jobs, unit="slide", desc="slides", disable=len(jobs) < 2):
+        out = out_dir / f"{job.case_id}.h5"
+        try:
+            if cache_matches(out, request):
+                skipped += 1
+                continue
+            with progress(unit="tile", desc=job.case_id, nested=True) as bar:
+
+                def on_batch(n, total, bar=bar):
+                    bar.total = total
+                    bar.update(n)
+
+                result = extract_slide(job.slide, job.mask, out, encoder, cfg, on_batch=on_batch)
+            for warning in result.warnings:
+                write(f"warning: {job.case_id}: {warning}")
+            written += 1
+            tiles += len(result.features)
+        except (UserError, OSError) as err:  # the slide's fault; device faults and bugs stop the run
+            failed.append((job.case_id, f"{type(err).__name__}: {err}"))
+            write(f"FAILED {job.case_id}: {err}")
+    elapsed = time.perf_counter() - t0
+    print(
+        f"extract: {len(jobs)} slide(s): {written} written ({tiles} tiles, {tiles / max(elapsed, 1e-9):.1f} "
+        f"tiles/s), {skipped} skipped (already done), {len(failed)} failed; {elapsed:.1f} s"
+    )
+    for case_id, message in failed:
+        print(f"  failed {case_id}: {message}", file=sys.stderr)
+    return 1 if failed else 0

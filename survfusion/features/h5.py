@@ -1,0 +1,128 @@
+"""Feature files (HDF5), CLAM/TRIDENT compatible, with the provenance of every number in them.
+
+Layout: ``features`` float32 ``(N, D)``; ``coords`` int64 ``(N, 2)`` = (x, y) level-0 pixels of
+each tile's top-left corner. File attributes record the encoder and its weights' sha256, the
+spacing, tile sizes, level read, slide size, tissue threshold and package version. Readers also take
+files written by CLAM or TRIDENT (``features`` possibly ``(1, N, D)``, attributes on ``coords``).
+
+What a feature set *is* (every setting that changes its numbers) is one typed ``FeatureRequest``,
+stored in each file as the JSON attribute ``feature_request``. The same object is the cache check,
+what the dataset requires all files to share, what a bundle records, and what inference rebuilds its
+extraction from. A cached file is reused only when its request equals the new one; otherwise it is
+refused with the differences named.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from survfusion.errors import UserError
+from survfusion.features.request import FeatureRequest
+from survfusion.fileio import make_shareable
+
+
+class FeatureCacheMismatch(UserError):
+    """An existing feature file was made with other settings than requested."""
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    features: np.ndarray
+    coords: np.ndarray
+    attrs: dict
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.features.shape[0])
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    if features.ndim != 2 or features.shape[0] != coords.shape[0]:
+        raise ValueError(f"features {features.shape} and coords {coords.shape} disagree")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=features)
+            dset = f.create_dataset("coords", data=coords)
+            for key, value in attrs.items():
+                if value is not None:  # HDF5 has no None: an unset option is an absent attribute
+                    f.attrs[key] = value
+            # CLAM/TRIDENT readers look for these on the coords dataset.
+            dset.attrs["patch_size"] = attrs.get("tile_px", 0)
+            dset.attrs["patch_size_level0"] = attrs.get("tile_lv0", 0)
+            dset.attrs["patch_level"] = attrs.get("level", 0)
+        make_shareable(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_features(path: str | os.PathLike) -> FeatureFile:
+    """Features, coords and attributes from our files or CLAM/TRIDENT ones."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f:
+                raise UserError(f"feature file {path}: no 'features' dataset (keys: {', '.join(f.keys())})")
+            features = np.asarray(f["features"][()], dtype=np.float32)
+            coords = np.asarray(f["coords"][()]) if "coords" in f else np.zeros((0, 2), np.int64)
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            if "coords" in f:
+                attrs.update({f"coords.{k}": _plain(v) for k, v in f["coords"].attrs.items()})
+    except OSError as err:
+        raise UserError(f"feature file {path}: not readable HDF5 ({err})") from None
+    if features.ndim == 3 and features.shape[0] == 1:  # some tools store (1, N, D)
+        features = features[0]
+    if features.ndim != 2:
+        raise UserError(f"feature file {path}: features must be (N, D), got {features.shape}")
+    coords = coords.reshape(-1, 2).astype(np.int64) if coords.size else np.zeros((len(features), 2), np.int64)
+    if len(coords) != len(features):
+        raise UserError(f"feature file {path}: {len(features)} features but {len(coords)} coords")
+    return FeatureFile(features, coords, attrs)
+
+
+def cache_matches(path: str | os.PathLike, request: FeatureRequest) -> bool:
+    """False if ``path`` does not exist; True if it was made with the same request; otherwise raises."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            have = FeatureRequest.from_attrs({k: _plain(v) for k, v in f.attrs.items()})
+    except (OSError, UserError) as err:
+        raise FeatureCacheMismatch(f"feature file {path}: unreadable ({err}); delete it") from None
+    if have is None:
+        raise FeatureCacheMismatch(
+            f"feature file {path} records no feature request (another tool or an older version); "
+            "delete it or write to another --out"
+        )
+    diffs = have.differences(request)
+    if diffs:
+        raise FeatureCacheMismatch(
+            f"feature file {path} was made with other settings (file vs requested: {'; '.join(diffs)}); "
+            "delete it or write to another --out"
+        )
+    return True

@@ -1,0 +1,158 @@
+"""A cohort in memory: outcomes, tile features, clinical records and RNA, aligned by case id.
+
+Reads the cohort layout of ``survfusion.training.cohort`` plus a features folder (``<case_id>.h5``). Labels
+come from ``outcomes.csv`` only; the label fields inside the clinical JSON are never used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from survfusion.errors import UserError
+from survfusion.features.h5 import read_features
+from survfusion.features.request import FeatureRequest
+from survfusion.fileio import read_json
+from survfusion.serving.preprocess import RnaVectorizer
+
+
+@dataclass
+class CohortData:
+    case_ids: list[str]
+    cohort: np.ndarray  # "3A" / "3B"
+    time_months: np.ndarray
+    event: np.ndarray  # bool
+    bags: list[torch.Tensor]  # (n_i, D) float32 tile features
+    coords: list[np.ndarray]  # (n_i, 2) level-0 top-left corners
+    clinical: list[dict]  # raw clinical JSON records
+    rna_paths: list[Path]
+    tile_lv0: list[int]  # tile side in level-0 pixels, from each feature file (0 if unknown)
+    feature_request: FeatureRequest | None  # what every feature file was made with; None: another tool's
+    _rna_docs: dict[int, dict] = field(default_factory=dict, repr=False)  # parsed RNA files, read once
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def rna_doc(self, i: int):
+        """Patient ``i``'s RNA JSON, parsed on first use and kept (an ensemble's members and every
+        epoch's vectorizers read the same 19,359-gene files; parsing them is most of a run's set-up)."""
+        if i not in self._rna_docs:
+            self._rna_docs[i] = _read_json(self.rna_paths[i])
+        return self._rna_docs[i]
+
+    def rna_matrix(self, vectorizer: RnaVectorizer, idx=None) -> tuple[np.ndarray, list[str]]:
+        """(N, G) float32 through ``vectorizer`` (rows ``idx``, default all) and the warnings."""
+        idx = range(len(self)) if idx is None else idx
+        rows, warnings = [], []
+        for i in idx:
+            case_id = self.case_ids[i]
+            enc = vectorizer.transform(self.rna_doc(i))
+            rows.append(enc.values)
+            warnings += [f"{case_id}: {w}" for w in enc.warnings]
+        return np.stack(rows), warnings
+
+
+def _read_json(path: Path):
+    """A cohort's RNA or clinical file, through the same bounded reader as the container's."""
+    return read_json(path, f"{Path(path).parent.name} {Path(path).stem}").value
+
+
+def read_outcomes(cohort: str | os.PathLike) -> list[dict]:
+    path = Path(cohort) / "outcomes.csv"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        raise UserError(
+            f"{path}: {err.strerror} (expected columns case_id, cohort, time_months, event)"
+        ) from None
+    need = {"case_id", "time_months", "event"}
+    if not rows or not need <= set(rows[0]):
+        raise UserError(f"{path}: needs columns case_id, time_months, event (and cohort)")
+    return rows
+
+
+def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> CohortData:
+    cohort, features = Path(cohort), Path(features)
+    rows = read_outcomes(cohort)
+    missing = [r["case_id"] for r in rows if not (features / f"{r['case_id']}.h5").is_file()]
+    if missing:
+        raise UserError(
+            f"features {features}: no feature file for {len(missing)} case(s), e.g. "
+            f"{', '.join(missing[:3])}; run `python -m survfusion extract` first"
+        )
+    bags, coords, tile_lv0, requests = [], [], [], {}
+    for r in rows:
+        f = read_features(features / f"{r['case_id']}.h5")
+        requests[r["case_id"]] = FeatureRequest.from_attrs(f.attrs)
+        bags.append(torch.from_numpy(f.features))
+        coords.append(f.coords)
+        tile_lv0.append(int(f.attrs.get("tile_lv0", f.attrs.get("coords.patch_size_level0", 0))))
+    distinct = {json.dumps(v and v.to_dict(), sort_keys=True) for v in requests.values()}
+    if len(distinct) > 1:
+        raise UserError(
+            f"features {features}: the files were made with different settings ({len(distinct)} "
+            f"kinds, e.g. {sorted(distinct)[:2]}); extract them again with one setting"
+        )
+    dims = {b.shape[1] for b in bags}
+    if len(dims) > 1:
+        raise UserError(f"features {features}: files disagree on the feature size ({sorted(dims)})")
+    return CohortData(
+        case_ids=[r["case_id"] for r in rows],
+        cohort=np.array([r.get("cohort", "") for r in rows]),
+        time_months=np.array([float(r["time_months"]) for r in rows]),
+        event=np.array([str(r["event"]).strip() in ("1", "1.0", "True", "true") for r in rows]),
+        bags=bags,
+        coords=coords,
+        clinical=[_read_json(cohort / "clinical" / f"{r['case_id']}.json") for r in rows],
+        rna_paths=[cohort / "rna" / f"{r['case_id']}.json" for r in rows],
+        tile_lv0=tile_lv0,
+        feature_request=next(iter(requests.values())),
+    )
+
+
+def read_oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
+    """The synthetic cohort's planted log-hazard per case (oracle.csv), or None for a real cohort."""
+    path = cohort / "oracle.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        table = {r["case_id"]: float(r["log_hazard"]) for r in csv.DictReader(f)}
+    return np.array([table.get(c, np.nan) for c in case_ids])
+
+
+def stratified_split(strata: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patient-level split; within each stratum ``round(val_fraction * n)`` go to validation."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for s in sorted(set(strata.tolist())):
+        idx = rng.permutation(np.flatnonzero(strata == s))
+        n_val = round(val_fraction * len(idx))
+        val += idx[:n_val].tolist()
+        train += idx[n_val:].tolist()
+    return np.sort(train), np.sort(val)
+
+
+def stratified_folds(strata: np.ndarray, *, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) of each patient, dealt round-robin within each stratum after a shuffle."""
+    if k < 2:
+        raise UserError(f"--folds must be at least 2, got {k}")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(strata), dtype=np.int64)
+    offset = 0
+    for s in sorted(set(strata.tolist())):
+        idx = rng.permutation(np.flatnonzero(strata == s))
+        fold[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)
+    return fold
+
+
+def strata_of(data: CohortData) -> np.ndarray:
+    """Cohort (3A/3B) x event: the split keeps both proportions."""
+    return np.array([f"{c}|{int(e)}" for c, e in zip(data.cohort, data.event, strict=True)])
