@@ -29,6 +29,8 @@ import traceback
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from survfusion.features.request import PRECISION_HELP  # dataclasses only: no torch at --help
+
     env = os.environ.get
     p = argparse.ArgumentParser(
         description="CHIMERA Task 3 (grand-challenge): predict the months to high-grade recurrence of one "
@@ -60,8 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--precision",
         default=env("SURVFUSION_PRECISION", "auto"),
-        help="encoder precision: auto (fp16 below compute capability 8.0, bf16 from 8.0, fp32 on a CPU), "
-        "fp32, fp16, bf16",
+        help=PRECISION_HELP,
     )
     p.add_argument(
         "--strict",

@@ -24,7 +24,8 @@ import torch
 
 from survfusion.nets.calibration import RiskToTime
 from survfusion.nets.models import build_model
-from survfusion.serving.bundle import Bundle, Member, load_bundle, save_bundle
+from survfusion.serving.bundle import Bundle, Member
+from survfusion.serving.bundle_io import load_bundle, save_bundle
 from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
 
 

@@ -15,6 +15,8 @@ MAX_SEGMENT_BYTES = 64 * 2**20  # one stored tile or strip, decoded
 MAX_SEGMENTS = 2_000_000  # stored tiles or strips in one image page (their offsets are read whole)
 MAX_PAGES = 64  # image pages (pyramid levels, SubIFDs) in one TIFF
 MAX_GRID_TILES = 250_000  # tiles at the target spacing on one slide
+MAX_IFD_ENTRIES = 4096  # tags in one TIFF directory (the real slides have about 20)
+MASK_POOL_PIXELS = 1 << 26  # a mask level larger than this is max-pooled while read
 MAX_MASK_READ_PIXELS = 2**30  # pixels of the mask level that is read (streamed, max-pooled)
 THUMBNAIL_BAND_BYTES = 32 * 2**20  # a thumbnail is read in bands of at most this many bytes
 
@@ -25,6 +27,7 @@ MAX_NUMBER_CHARS = 100  # characters of one JSON number
 MAX_PATH_CHARS = 1024  # a relative path in inputs.json
 
 # Values
+CLINICAL_RANGES = {"age": (18.0, 110.0), "no_instillations": (0.0, 100.0)}  # else missing
 RNA_MAX_FACTOR = 100.0  # an RNA value above this many times the gene's largest training value is clipped
 RNA_ABSOLUTE_MAX = 1e7  # the bound for bundles without per-gene training maxima (DESeq2 counts)
 

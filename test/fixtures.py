@@ -34,7 +34,8 @@ def write_untrained_model(
     from survfusion.fileio import sha256_file
     from survfusion.nets.calibration import RiskToTime
     from survfusion.nets.models import build_model
-    from survfusion.serving.bundle import Bundle, Member, save_bundle
+    from survfusion.serving.bundle import Bundle, Member
+    from survfusion.serving.bundle_io import save_bundle
     from survfusion.serving.modeldir import write_model_dir
     from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer
 
@@ -58,7 +59,7 @@ def write_untrained_model(
         means = {"hist": rng.normal(size=512), "rna": rng.random(128), "clinical": rng.random(27)}
         scale = (0.0, 1.0) if k == 0 else (float(rng.normal()), float(rng.uniform(0.5, 2.0)))
         parts.append(Member(model, clinical, RnaVectorizer(genes, log1p=True), means, *scale))
-    bundle = Bundle("ABMIL_Surv_PG", parts, calibration, config={"features": request.to_dict()})
+    bundle = Bundle("ABMIL_Surv_PG", parts, calibration, request=request)
     bundle_dir = save_bundle(bundle, out.parent / f".{out.name}-bundle")
     try:
         return write_model_dir(out, bundle_dir, encoder_weights)

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-import survfusion.serving.bundle as bundle_mod
+import survfusion.serving.bundle_io as bundle_mod
 from survfusion.errors import BundleError
 from survfusion.fileio import sha256_file
 from survfusion.nets.calibration import RiskToTime
 from survfusion.nets.models import build_model
-from survfusion.serving.bundle import Bundle, Member, load_bundle, save_bundle
+from survfusion.serving.bundle import Bundle, Member
+from survfusion.serving.bundle_io import load_bundle, save_bundle
 from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer
 
 MEMBER = ["member_00/weights.safetensors", "member_00/clinical.json", "member_00/genes.json"]

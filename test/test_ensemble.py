@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from test_bundle import _resign, inputs, make_bundle, make_member
 
-import survfusion.serving.bundle as bundle_mod
+import survfusion.serving.bundle_io as bundle_mod
 from survfusion.cli.main import main
 from survfusion.errors import BundleError, UserError
 from survfusion.nets.calibration import RiskToTime
 from survfusion.nets.models import batched_risks
 from survfusion.nets.survival import concordance_index
-from survfusion.serving.bundle import Bundle, combine_risks, load_bundle, save_bundle
+from survfusion.serving.bundle import Bundle, combine_risks
+from survfusion.serving.bundle_io import load_bundle, save_bundle
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
 scales = st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False)

@@ -339,7 +339,7 @@ def test_an_ensemble_embeds_once_and_uses_every_member(capsys, monkeypatch, scra
     bundle's formula and calibration; the log names the member count; a missing modality is replaced
     in every member with one warning; twice the same bytes."""
     import survfusion.serving.predict as predict_mod
-    from survfusion.serving.bundle import load_bundle
+    from survfusion.serving.bundle_io import load_bundle
     from survfusion.serving.sockets import CLINICAL_FILE, RNA_FILE
 
     model = make_model_dir(scratch, name="ensemble-model", members=3)

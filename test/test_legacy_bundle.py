@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from survfusion.features.request import FeatureRequest
-from survfusion.serving.bundle import load_bundle
+from survfusion.serving.bundle_io import load_bundle
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -216,7 +216,8 @@ def test_cross_validation_writes_every_fold(small, tmp_path, capsys):
 def test_ensemble_trains_bundles_loads_and_predicts(small, tmp_path, capsys):
     """3 folds x 2 seeds: six members in one bundle, calibrated on the out-of-fold risks, which are
     recomputed here from each member's own predictions; evaluate reports them labelled."""
-    from survfusion.serving.bundle import Bundle, load_bundle, on_common_scale
+    from survfusion.serving.bundle import Bundle, on_common_scale
+    from survfusion.serving.bundle_io import load_bundle
 
     _, cohort, feats, _ = small
     run = tmp_path / "ens"

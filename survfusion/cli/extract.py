@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from survfusion.errors import UserError
+from survfusion.features.request import PRECISION_HELP
 from survfusion.progress import progress, write
 
 
@@ -26,9 +27,7 @@ def add_extract_parser(sub) -> None:
         "--weights", required=True, help="encoder weights (.bin/.pth/.safetensors), loaded strictly"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--precision", default="auto", help="auto (fp16 on T4, bf16 on Ampere+, fp32 on CPU), fp32, ..."
-    )
+    p.add_argument("--precision", default="auto", help=PRECISION_HELP)
     p.add_argument(
         "--cast-weights", action="store_true", help="hold the weights in fp16/bf16 instead of autocast"
     )

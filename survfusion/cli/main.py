@@ -30,7 +30,7 @@ def _models(_: argparse.Namespace) -> int:
 
 
 def _check_bundle(args: argparse.Namespace) -> int:
-    from survfusion.serving.bundle import load_bundle, read_manifest, resolve_bundle_dir
+    from survfusion.serving.bundle_io import load_bundle, read_manifest, resolve_bundle_dir
 
     path = resolve_bundle_dir(args.bundle)
     bundle = load_bundle(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from survfusion.errors import UserError
-from survfusion.nets.registry import check_model_name
 
 
 def add_train_parsers(sub) -> None:
@@ -123,6 +122,7 @@ def run_outer_test(args: argparse.Namespace) -> int:
     from survfusion.training.protocol import report, run_protocol
 
     if not args.report:
+        from survfusion.nets.registry import check_model_name
         from survfusion.training.dataset import load_cohort
 
         cfg = _config(args, keys=("max_epochs", "seed"))
@@ -145,6 +145,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.seeds != 1 and not args.ensemble:
         raise UserError("--seeds needs --ensemble")
+    from survfusion.nets.registry import check_model_name
+
     cfg = _config(args)
     check_model_name(cfg.model)  # before anything is loaded or printed
     data = load_cohort(args.cohort, args.features)
@@ -203,7 +205,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_package(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from survfusion.serving.bundle import resolve_bundle_dir
+    from survfusion.serving.bundle_io import resolve_bundle_dir
     from survfusion.serving.modeldir import write_model_dir
 
     out = write_model_dir(args.out, resolve_bundle_dir(args.run), args.encoder_weights)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from survfusion.errors import ComputeError, UserError
+from survfusion.features.request import PRECISION_CHOICES
 
 # The oldest host driver the pinned torch's CUDA 12 runtime runs on (CUDA 12 minor-version
 # compatibility; the wheel carries SASS for sm_75, so nothing needs a newer driver's PTX JIT).
@@ -124,8 +125,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """``auto``: fp16 below compute capability 8.0 (a T4 reports bf16 as supported but emulates it:
     fp16 is its only fast path), bf16 from 8.0 (Ampere and newer), fp32 on the CPU.
     Returns the compute dtype, or None for plain fp32."""
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise UserError(f"precision: expected auto, fp32, fp16 or bf16, got {precision!r}")
+    if precision not in PRECISION_CHOICES:
+        raise UserError(f"precision: expected {', '.join(PRECISION_CHOICES)}, got {precision[:20]!r}")
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":

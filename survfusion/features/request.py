@@ -57,7 +57,12 @@ class ExtractConfig:
 
 
 REQUEST_ATTR = "feature_request"
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16")  # what a feature file records: a precision, resolved
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a user may ask for
+PRECISION_HELP = (
+    "encoder precision: auto (fp16 below compute capability 8.0, bf16 from 8.0, fp32 on a CPU), "
+    "fp32, fp16, bf16"
+)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class HierarchicalFactorizedBilinear(SurvivalModel):
         self.head = nn.Linear(6 * o, 1)
 
     def fuse(self, emb: Embeddings) -> torch.Tensor:
-        z = {"hist": emb.hist, "rna": emb.rna, "clinical": emb.clinical}
+        z = emb.as_dict()
         low = {m: self.intra[m](v, v) for m, v in z.items()}
         high = [self.inter[f"{a}_{b}"](low[a], low[b]) for a, b in self.pairs]
         return self.head(torch.cat([*low.values(), *high], dim=1)).squeeze(-1)
@@ -107,7 +107,7 @@ class ConcatSurv(SurvivalModel):
         self.head = nn.Linear(sum(_width(m, dims) for m in self.uses), 1)
 
     def fuse(self, emb: Embeddings) -> torch.Tensor:
-        parts = {"hist": emb.hist, "rna": emb.rna, "clinical": emb.clinical}
+        parts = emb.as_dict()
         return self.head(torch.cat([parts[m] for m in self.uses], dim=1)).squeeze(-1)
 
 
@@ -136,7 +136,7 @@ class PairSurv(SurvivalModel):
         self.head = nn.Linear(width, 1)
 
     def fuse(self, emb: Embeddings) -> torch.Tensor:
-        parts = {"hist": emb.hist, "rna": emb.rna, "clinical": emb.clinical}
+        parts = emb.as_dict()
         a, b, _ = self.pair
         return self.head(self.bilinear(parts[a], parts[b])).squeeze(-1)
 

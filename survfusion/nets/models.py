@@ -51,6 +51,10 @@ class Embeddings:
     clinical: torch.Tensor
     attention: torch.Tensor
 
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """The three modalities by name (``MODALITIES``' names): what the fusions combine."""
+        return {"hist": self.hist, "rna": self.rna, "clinical": self.clinical}
+
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax over dim 1 restricted to ``mask``; rows without any True give all zeros, never NaN."""
@@ -283,7 +287,7 @@ def batched_risks(
             mask.to(device),
         )
         if replace:
-            parts = {"hist": emb.hist, "rna": emb.rna, "clinical": emb.clinical}
+            parts = emb.as_dict()
             for name, value in replace.items():
                 parts[name] = value.to(parts[name]).expand_as(parts[name])
             emb = Embeddings(parts["hist"], parts["rna"], parts["clinical"], emb.attention)

@@ -28,7 +28,8 @@ from survfusion.features.request import ExtractConfig, FeatureRequest
 from survfusion.features.tile_encoder import TileEncoder
 from survfusion.features.weights import convert_to_safetensors
 from survfusion.fileio import make_shareable, sha256_file, write_json
-from survfusion.serving.bundle import Bundle, load_bundle
+from survfusion.serving.bundle import Bundle
+from survfusion.serving.bundle_io import load_bundle
 
 BUNDLE_DIR = "bundle"
 ENCODER_DIR = "encoder"
@@ -91,16 +92,18 @@ class Model:
 
 def bundle_request(bundle: Bundle, where: Path) -> FeatureRequest:
     """The ``FeatureRequest`` a bundle was trained on, or a ``BundleError`` saying how to get one."""
+    if bundle.request is not None:
+        return bundle.request
     feats = bundle.config.get("features")
-    if not isinstance(feats, dict) or not feats.get("encoder"):
-        raise BundleError(
-            f"bundle {where}: records no feature-extraction settings (encoder, spacing); retrain it with "
-            "`python -m survfusion train` on features made by `python -m survfusion extract`"
-        )
-    try:
-        return FeatureRequest.from_dict(feats)
-    except UserError as err:
-        raise BundleError(f"bundle {where}: {err}") from None
+    if isinstance(feats, dict) and feats.get("encoder"):
+        try:
+            FeatureRequest.from_dict(feats)
+        except UserError as err:  # recorded, but not a request this version reads: say why
+            raise BundleError(f"bundle {where}: {err}") from None
+    raise BundleError(
+        f"bundle {where}: records no feature-extraction settings (encoder, spacing); retrain it with "
+        "`python -m survfusion train` on features made by `python -m survfusion extract`"
+    )
 
 
 def _encoder_files(enc_dir: Path, model_dir: Path) -> tuple[Path, dict]:

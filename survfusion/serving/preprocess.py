@@ -17,7 +17,7 @@ from importlib import resources
 import numpy as np
 
 from survfusion.errors import UserError
-from survfusion.limits import RNA_ABSOLUTE_MAX, RNA_MAX_FACTOR
+from survfusion.limits import CLINICAL_RANGES, RNA_ABSOLUTE_MAX, RNA_MAX_FACTOR
 
 LABEL_FIELDS = ("Time_to_prog_or_FUend", "progression")
 
@@ -25,7 +25,6 @@ LABEL_FIELDS = ("Time_to_prog_or_FUend", "progression")
 # schema (age 68.9 +- 9.0 years; 19.2 +- 9.3 BCG instillations). A value outside is treated as
 # missing (the training mean), with a warning: -5 years or 1e30 instillations are typing errors, and
 # standardised they would dominate the risk. Any other numeric field: the training mean +- 10 sd.
-NUMERIC_RANGES = {"age": (18.0, 110.0), "no_instillations": (0.0, 100.0)}
 
 
 def _resource(name: str):
@@ -134,7 +133,7 @@ class ClinicalEncoder:
         warnings: list[str] = []
         for i, (name, (mean, std)) in enumerate(self.numeric.items()):
             value = _as_number(record.get(name))
-            low, high = NUMERIC_RANGES.get(name, (mean - 10 * std, mean + 10 * std))
+            low, high = CLINICAL_RANGES.get(name, (mean - 10 * std, mean + 10 * std))
             if value is None:
                 why = "missing" if name not in record else f"not a number ({_short(record[name])})"
                 warnings.append(f"clinical: {name} {why}; using the training mean {mean:.4g}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from survfusion.errors import UserError
 from survfusion.fileio import atomic_write_bytes, read_json
 from survfusion.limits import MAX_PATH_CHARS
+from survfusion.slides.reader import MASK_SUFFIXES, SLIDE_SUFFIXES
 
 WSI_SLUG = "bladder-cancer-tissue-biopsy-whole-slide-image"
 MASK_SLUG = "tissue-mask"
@@ -42,7 +43,7 @@ DEFAULT_PATHS = {
     RNA_SLUG: (RNA_FILE, "*rna*.json"),
     CLINICAL_SLUG: (CLINICAL_FILE, "*clinical*.json"),
 }
-IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".mha", ".mhd")
+IMAGE_SUFFIXES = tuple(dict.fromkeys((*SLIDE_SUFFIXES, *MASK_SUFFIXES)))  # a slide or a mask
 
 
 @dataclass

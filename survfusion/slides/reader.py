@@ -36,7 +36,9 @@ from survfusion.slides.tiffheader import ImageLimitError, check_tiff_limits, jpe
 
 # TIFF ResolutionUnit -> micrometres per unit (4 and 5 are common non-standard extensions).
 _UM_PER_UNIT = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
-TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")  # read by our TIFF reader; the rest of SLIDE_SUFFIXES by openslide
+SLIDE_SUFFIXES = (*TIFF_SUFFIXES, ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif")
+MASK_SUFFIXES = (*TIFF_SUFFIXES, ".mha", ".mhd")  # .mha/.mhd through SimpleITK
 
 
 class SlideError(UserError):

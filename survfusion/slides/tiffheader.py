@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from survfusion.errors import UserError
-from survfusion.limits import MAX_PAGES, MAX_SEGMENT_BYTES, MAX_SEGMENTS, MAX_SIDE_PX
+from survfusion.limits import MAX_IFD_ENTRIES, MAX_PAGES, MAX_SEGMENT_BYTES, MAX_SEGMENTS, MAX_SIDE_PX
 
 _TYPE_SIZE = {
     1: 1,
@@ -38,7 +38,6 @@ _TYPE_SIZE = {
 _TYPE_FMT = {1: "B", 3: "H", 4: "I", 13: "I", 16: "Q", 18: "Q"}
 _WIDTH, _LENGTH, _BITS, _SAMPLES, _ROWS = 256, 257, 258, 277, 278
 _STRIP_OFFSETS, _TILE_WIDTH, _TILE_LENGTH, _TILE_OFFSETS, _SUBIFDS = 273, 322, 323, 324, 330
-_MAX_ENTRIES = 4096
 
 
 class ImageLimitError(UserError):
@@ -85,7 +84,7 @@ class _Reader:
         count_fmt, entry_size, inline = ("Q", 20, 8) if self.big else ("H", 12, 4)
         width = 8 if self.big else 2
         (n,) = struct.unpack(self.bo + count_fmt, self.read(offset, width))
-        if n > _MAX_ENTRIES:
+        if n > MAX_IFD_ENTRIES:
             raise ImageLimitError(f"a TIFF directory with {n} entries")
         raw = self.read(offset + width, n * entry_size + (8 if self.big else 4))
         tags = {}

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from survfusion.limits import MAX_MASK_READ_PIXELS, MAX_SIDE_PX
+from survfusion.limits import MASK_POOL_PIXELS, MAX_MASK_READ_PIXELS, MAX_SIDE_PX
 from survfusion.slides.reader import Slide
 from survfusion.slides.tiffheader import check_tiff_limits
 
-MAX_MASK_PIXELS = 1 << 26  # masks larger than this (at their coarsest level) are max-pooled while read
 MIN_SATURATION = 20  # 0-255: below this, a thumbnail is background however Otsu splits it
 ALL_TISSUE = 0.98  # a mask covering at least this much of the slide is checked against Otsu
 MOSTLY_BACKGROUND = 0.5  # ... and doubted when Otsu finds less tissue than this
@@ -66,7 +65,7 @@ def tile_coverage(mask, xy_lv0, tile_lv0, scale_x, scale_y) -> np.ndarray:
 
 
 def read_mask(
-    path: str | os.PathLike, *, max_pixels: int = MAX_MASK_PIXELS, notes: list[str] | None = None
+    path: str | os.PathLike, *, max_pixels: int = MASK_POOL_PIXELS, notes: list[str] | None = None
 ) -> np.ndarray:
     """A boolean tissue map from a .tif (any pyramid level, any value coding) or .mha/.mhd/.nrrd.
 

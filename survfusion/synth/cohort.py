@@ -37,6 +37,14 @@ from survfusion.serving.sockets import (
     WSI_SLUG,
 )
 from survfusion.slides.tiffwrite import write_mask, write_pyramid
+from survfusion.training.cohort import (
+    CLINICAL_DIR,
+    MASKS_DIR,
+    ORACLE_FILE,
+    OUTCOMES_FILE,
+    RNA_DIR,
+    SLIDES_DIR,
+)
 
 SPACING_UM = 0.25
 ORACLE_FORMULA = """\
@@ -280,8 +288,8 @@ def _cohort_worker(args) -> str:
     _write_slide_files(
         patient,
         size,
-        out / "slides" / f"{patient.case_id}.tif",
-        out / "masks" / f"{patient.case_id}.tif",
+        out / SLIDES_DIR / f"{patient.case_id}.tif",
+        out / MASKS_DIR / f"{patient.case_id}.tif",
         mask_value,
     )
     return patient.case_id
@@ -305,13 +313,13 @@ def write_cohort(
     pts = make_patients(patients, seed)
     genes, mu, program = _rna_baseline()
     for p in pts:
-        _write_json(out / "rna" / f"{p.case_id}.json", rna_values(p, genes, mu, program))
-        _write_json(out / "clinical" / f"{p.case_id}.json", _labelled(p))
-    with open(out / "outcomes.csv", "w", newline="") as f:
+        _write_json(out / RNA_DIR / f"{p.case_id}.json", rna_values(p, genes, mu, program))
+        _write_json(out / CLINICAL_DIR / f"{p.case_id}.json", _labelled(p))
+    with open(out / OUTCOMES_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case_id", "cohort", "time_months", "event"])
         w.writerows([p.case_id, p.cohort, p.time_months, int(p.event)] for p in pts)
-    with open(out / "oracle.csv", "w", newline="") as f:
+    with open(out / ORACLE_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case_id", "log_hazard", "program", *[f"frac_{c}" for c in CLASSES]])
         w.writerows(

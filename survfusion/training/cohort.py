@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from survfusion.errors import UserError
+from survfusion.slides.reader import MASK_SUFFIXES, SLIDE_SUFFIXES
 
-SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif")
-MASK_SUFFIXES = (".tif", ".tiff", ".mha", ".mhd")
+# The cohort layout, written once (dataset reads it, synth writes it).
+OUTCOMES_FILE = "outcomes.csv"
+ORACLE_FILE = "oracle.csv"  # synthetic cohorts: the planted log-hazard per case
+SLIDES_DIR, MASKS_DIR, RNA_DIR, CLINICAL_DIR = "slides", "masks", "rna", "clinical"
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,12 @@ class SlideJob:
 
 def cohort_jobs(cohort: str | os.PathLike) -> list[SlideJob]:
     cohort = Path(cohort)
-    slides_dir = cohort / "slides"
+    slides_dir = cohort / SLIDES_DIR
     if not slides_dir.is_dir():
         raise UserError(f"cohort {cohort}: no slides/ folder (expected slides/<case_id>.tif)")
     jobs = []
     for slide in sorted(p for p in slides_dir.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES):
-        masks = [cohort / "masks" / f"{slide.stem}{s}" for s in MASK_SUFFIXES]
+        masks = [cohort / MASKS_DIR / f"{slide.stem}{s}" for s in MASK_SUFFIXES]
         jobs.append(SlideJob(slide.stem, slide, next((m for m in masks if m.is_file()), None)))
     if not jobs:
         raise UserError(f"cohort {cohort}: slides/ holds no slide ({', '.join(SLIDE_SUFFIXES)})")

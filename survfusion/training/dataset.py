@@ -20,6 +20,7 @@ from survfusion.features.h5 import read_features
 from survfusion.features.request import FeatureRequest
 from survfusion.fileio import read_json
 from survfusion.serving.preprocess import RnaVectorizer
+from survfusion.training.cohort import CLINICAL_DIR, ORACLE_FILE, OUTCOMES_FILE, RNA_DIR
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _read_json(path: Path):
 
 
 def read_outcomes(cohort: str | os.PathLike) -> list[dict]:
-    path = Path(cohort) / "outcomes.csv"
+    path = Path(cohort) / OUTCOMES_FILE
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -110,8 +111,8 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
         event=np.array([str(r["event"]).strip() in ("1", "1.0", "True", "true") for r in rows]),
         bags=bags,
         coords=coords,
-        clinical=[_read_json(cohort / "clinical" / f"{r['case_id']}.json") for r in rows],
-        rna_paths=[cohort / "rna" / f"{r['case_id']}.json" for r in rows],
+        clinical=[_read_json(cohort / CLINICAL_DIR / f"{r['case_id']}.json") for r in rows],
+        rna_paths=[cohort / RNA_DIR / f"{r['case_id']}.json" for r in rows],
         tile_lv0=tile_lv0,
         feature_request=next(iter(requests.values())),
     )
@@ -119,7 +120,7 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
 
 def read_oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
     """The synthetic cohort's planted log-hazard per case (oracle.csv), or None for a real cohort."""
-    path = cohort / "oracle.csv"
+    path = cohort / ORACLE_FILE
     if not path.is_file():
         return None
     with open(path, newline="") as f:

@@ -35,7 +35,8 @@ from survfusion.fileio import write_json
 from survfusion.nets.calibration import RiskToTime
 from survfusion.nets.survival import concordance_bootstrap, concordance_index
 from survfusion.progress import progress as progress_bar
-from survfusion.serving.bundle import Bundle, Member, on_common_scale, save_bundle
+from survfusion.serving.bundle import Bundle, Member, on_common_scale
+from survfusion.serving.bundle_io import save_bundle
 from survfusion.training.dataset import CohortData, read_oracle, strata_of, stratified_folds
 from survfusion.training.train import TrainConfig, Trainer, write_records
 
@@ -160,11 +161,11 @@ def run_ensemble(
         **asdict(cfg),
         "ensemble": {"folds": folds, "seeds": seeds},
         "split": {"train": [data.case_ids[i] for i in pool], "val": []},
-        "features": data.feature_request and data.feature_request.to_dict(),
     }
-    write_json(out / "config.json", config)
+    request = data.feature_request
+    write_json(out / "config.json", {**config, "features": request and request.to_dict()})
     write_json(out / "metrics.json", metrics)
-    save_bundle(Bundle(cfg.model, members, calibration, config, metrics), out / "bundle")
+    save_bundle(Bundle(cfg.model, members, calibration, config, metrics, request), out / "bundle")
     return metrics
 
 

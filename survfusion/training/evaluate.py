@@ -21,7 +21,7 @@ import numpy as np
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
 from survfusion.nets.survival import concordance_bootstrap, concordance_index
-from survfusion.serving.bundle import load_bundle, resolve_bundle_dir
+from survfusion.serving.bundle_io import load_bundle, resolve_bundle_dir
 from survfusion.training.cohort import cohort_jobs
 from survfusion.training.dataset import load_cohort, read_oracle
 from survfusion.training.figures import plot_heatmap, plot_history, plot_km_quartiles, plot_member_histories

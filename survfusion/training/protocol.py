@@ -34,7 +34,7 @@ import numpy as np
 from survfusion.errors import UserError
 from survfusion.fileio import read_json, write_json
 from survfusion.nets.survival import concordance_index
-from survfusion.serving.bundle import load_bundle
+from survfusion.serving.bundle_io import load_bundle
 from survfusion.training.dataset import CohortData, strata_of, stratified_folds, stratified_split
 from survfusion.training.ensemble import run_ensemble
 from survfusion.training.train import TrainConfig, run_training

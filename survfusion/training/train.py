@@ -28,7 +28,8 @@ from survfusion.nets.calibration import RiskToTime
 from survfusion.nets.models import batched_risks, build_model, count_parameters, pad_bags
 from survfusion.nets.survival import concordance_index, cox_loss
 from survfusion.progress import progress as progress_bar
-from survfusion.serving.bundle import Bundle, save_bundle
+from survfusion.serving.bundle import Bundle
+from survfusion.serving.bundle_io import save_bundle
 from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
 from survfusion.training.dataset import CohortData, read_oracle, strata_of, stratified_folds, stratified_split
 
@@ -362,15 +363,15 @@ def _write_run(
     ``train_risk``, the best epoch's training risks)."""
     data, cfg = trainer.data, trainer.cfg
     split = write_records(out, trainer, history, metrics)
-    features = data.feature_request and data.feature_request.to_dict()
     bundle = Bundle.single(
         cfg.model,
         trainer.model,
         trainer.clinical,
         trainer.rna,
         calibration,
-        config={**asdict(cfg), "split": split, "features": features},
+        config={**asdict(cfg), "split": split},
         metrics=metrics,
+        request=data.feature_request,
         embedding_means=trainer.embedding_means(),
         risk_mean=float(train_risk.mean()),
         risk_sd=float(train_risk.std()) or 1.0,  # one member needs no common scale
