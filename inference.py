@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--strict",
         action="store_true",
-        help="fail instead of falling back on any input problem (default: warn and fall back)",
+        help="fail instead of falling back on any input problem (otherwise: one warning, then the fallback)",
     )
     return p.parse_args(argv)  # fmt: skip
 

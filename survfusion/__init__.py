@@ -1,22 +1,20 @@
 """survfusion: multimodal survival prediction for CHIMERA Task 3 (WSI + bulk RNA + clinical).
 
-One package serves extraction, training, evaluation and the grand-challenge container. Modules, in
-the order data flows through them:
+One package serves extraction, training, evaluation and the grand-challenge container. Its
+sub-packages are the stages data flows through, each importing only those before it
+(docs/DESIGN.md):
 
-- slides to features: ``tiffheader`` (sizes checked before anything is decoded) -> ``slide`` (read
-  pyramids) -> ``geometry`` (level by spacing, tile grid) -> ``tissue`` (masks, coverage) ->
-  ``vit`` + ``encoders`` (UNI, vit-tiny; precision, faults) -> ``extract`` -> ``features`` (HDF5);
-  ``request`` holds what a feature set is (``FeatureRequest``) and the extraction settings
-- features to a model: ``dataset`` -> ``preprocess`` (clinical and RNA vectors) -> ``models`` and
-  ``fusions`` (registered in ``registry``) -> ``survival`` (Cox loss, C-index, Kaplan-Meier) ->
-  ``train`` (one model) or ``ensemble`` (K fold models, out-of-fold calibration) -> ``calibration``
-  (risk -> months) -> ``bundle`` (everything a prediction needs, one or K members, checked on load)
-  -> ``evaluate``; ``protocol`` judges a training method on outer test sets it never sees
-- one case in the container: ``gcio`` (sockets, paths, output) -> ``modeldir`` (bundle + encoder)
-  -> ``predict`` (with fallbacks)
-- shared: ``limits`` (every documented input limit), ``fileio`` (checksums, atomic writes, the
-  bounded JSON reader), ``errors`` (input problems vs device faults)
-- ``synth`` writes a synthetic cohort in the real formats; ``cohort`` lists slides to process.
+- ``slides``: header checks, pyramid reading, level by spacing, tissue masks, tile grids
+- ``features``: encoder registry, strict weights, device and precision, ``TileEncoder``, the feature
+  request, extraction, HDF5 feature files
+- ``nets``: the model registry, the paper's models and the fusions, survival maths, risk -> months
+- ``serving``: preprocessing, the bundle (in memory and on disk), the model directory,
+  grand-challenge sockets, one case with its fallbacks
+- ``training``: cohorts, training, fold ensembles, the outer-test protocol, evaluation and figures
+- ``synth``: synthetic cohorts and sample cases; ``cli``: ``python -m survfusion``
+
+At the root: ``errors`` (input problems vs device faults), ``limits`` (every documented input limit),
+``fileio`` (checksums, atomic writes, the bounded JSON reader), ``progress`` (terminal or log).
 """
 
 __version__ = "0.1.0"

@@ -113,11 +113,17 @@ class RiskToTime:
             raise UserError("calibration: risks must be finite")
         if self.mode == "paper":
             return self._predict_paper(r)
-        return np.interp(self._one_minus_cdf(r), self._t.fail_knots, self._t.time_knots)
+        t = self._tables()
+        return np.interp(self._one_minus_cdf(r), t.fail_knots, t.time_knots)
+
+    def _tables(self) -> _Tables:
+        if self._t is None:  # predict() refuses before this; a guard for other callers
+            raise UserError("calibration: not fitted")
+        return self._t
 
     def _one_minus_cdf(self, r: np.ndarray) -> np.ndarray:
         """``g = 1 - F(r)`` in (0, 1), strictly decreasing; exact in the upper tail (no ``1 - ~1``)."""
-        t = self._t
+        t = self._tables()
         x, c = np.asarray(t.risk_knots), np.asarray(t.cdf_knots)
         inside = 1.0 - np.interp(r, x, c)
         lo = 1.0 - c[0] / (1.0 + np.maximum(x[0] - r, 0.0) / t.tau) ** 2
@@ -125,7 +131,7 @@ class RiskToTime:
         return np.where(r < x[0], lo, np.where(r > x[-1], hi, inside))
 
     def _predict_paper(self, r: np.ndarray) -> np.ndarray:
-        t = self._t
+        t = self._tables()
         train = np.asarray(t.train_risk)  # sorted ascending
         n_at_least = train.size - np.searchsorted(train, r, side="left")
         p = 1.0 - n_at_least / (train.size + 1.0)

@@ -4,7 +4,7 @@ Shapes used throughout: ``B`` patients, ``N`` tiles per (padded) bag, ``D`` tile
 ``G`` genes, ``C`` clinical inputs. Every model maps ``(features (B, N, D), clinical (B, C),
 rna (B, G), mask (B, N))`` to a Cox log-risk ``(B,)``: larger means earlier recurrence.
 
-Architecture (DESIGN.md, "The method, exactly")::
+Architecture (docs/DESIGN.md, "The method, exactly")::
 
     tiles  --Linear(D,512) ReLU Drop--> h (B,N,512) --gated attention--> a (B,N) --sum a*h--> hist (B,512)
     genes  --Linear(G,2048) ReLU Drop -> Linear(2048,512) ReLU Drop -> Linear(512,128) ReLU--> rna (B,128)

@@ -138,7 +138,8 @@ def concordance_bootstrap(
     time, event, risk = (np.asarray(a) for a in (time, event, risk))
     estimate = concordance_index(time, event, risk)
     rng = np.random.default_rng(seed)
-    n, stats, tries = len(time), [], 0
+    stats: list[float] = []
+    n, tries = len(time), 0
     while len(stats) < n_boot:
         tries += 1
         if tries > 20 * n_boot:

@@ -122,21 +122,23 @@ class Bundle:
         """Risks ``(K, P)`` of each member for patients given as tile-feature bags and raw clinical
         and RNA records (``models.batched_risks``); ``replace``: modalities whose embedding is each
         member's training mean. With ``attention``, also each bag's tile weights averaged over members."""
-        risks, weights = [], None
+        risks: list[np.ndarray] = []
+        weights: list | None = None
         for m in self.members:
-            if replace and m.embedding_means is None:
+            means = m.embedding_means
+            if replace and means is None:
                 raise UserError("the bundle has no training means to stand in for a missing input")
-            swap = {name: torch.from_numpy(np.asarray(m.embedding_means[name])) for name in replace}
+            swap = {name: torch.from_numpy(np.asarray(means[name])) for name in replace} if means else {}
             clin, genes = m.inputs(clinical, rna, replace)
             out = batched_risks(m.model, bags, clin, genes, replace=swap, attention=attention)
             if attention:
                 out, att = out
                 weights = att if weights is None else [w + a for w, a in zip(weights, att, strict=True)]
             risks.append(out)
-        risks = np.stack(risks)
+        stacked = np.stack(risks)
         if attention:
-            return risks, [w / len(self.members) for w in weights]
-        return risks
+            return stacked, [w / len(self.members) for w in weights or []]
+        return stacked
 
     def combine(self, member_risks: np.ndarray) -> np.ndarray:
         return combine_risks(

@@ -161,7 +161,7 @@ def write_model_dir(
     """Assemble a model directory (the grand-challenge model tarball's content) from a trained bundle
     and the tile encoder's weights (converted to safetensors); checked by loading it back."""
     out, encoder_weights = Path(out), Path(encoder_weights)
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(Path(bundle_dir))
     request = bundle_request(bundle, Path(bundle_dir))
     source_sha = sha256_file(encoder_weights)
     if source_sha != request.weights_sha256:

@@ -165,10 +165,15 @@ def predict_case(
         case.warn(message)
     if (note := model.precision_note()) is not None:
         case.note(note)
-    inputs = {}
-    for name, stage in (("hist", _histology), ("rna", _rna), ("clinical", _clinical)):
+    inputs: dict = {}
+    stages: dict[str, Callable[[], object]] = {
+        "hist": lambda: _histology(files, model, case, log),
+        "rna": lambda: _rna(files, model, case),
+        "clinical": lambda: _clinical(files, model, case),
+    }
+    for name, stage in stages.items():
         try:
-            inputs[name] = stage(files, model, case, log) if name == "hist" else stage(files, model, case)
+            inputs[name] = stage()
         except StrictModeError:
             raise
         except UserError as err:

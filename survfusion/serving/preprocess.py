@@ -147,16 +147,16 @@ class ClinicalEncoder:
             out[i] = (value - mean) / std
         offset = len(self.numeric)
         for name, cats in self.categorical.items():
-            value = _as_category(record.get(name))
+            category = _as_category(record.get(name))
             if name not in record:
                 warnings.append(f"clinical: {name} missing; encoded as all zeros")
-            elif value not in cats:
+            elif category not in cats:
                 warnings.append(
                     f"clinical: {name}={_short(record[name])} is not a known category "
                     f"({', '.join(cats)}); encoded as all zeros"
                 )
             else:
-                out[offset + cats.index(value)] = 1.0
+                out[offset + cats.index(category)] = 1.0
             offset += len(cats)
         labels = [k for k in LABEL_FIELDS if k in record]
         if labels:

@@ -30,7 +30,7 @@ RNA_SLUG = "bulk-rna-seq-bladder-cancer"
 CLINICAL_SLUG = "chimera-clinical-data-of-bladder-cancer-recurrence"
 OUTPUT_FILE = "likelihood-of-bladder-cancer-recurrence.json"
 
-# The documented locations, relative to the input folder (DESIGN.md, "The grand-challenge contract").
+# The documented locations, relative to the input folder (docs/DESIGN.md, "The grand-challenge contract").
 WSI_DIR = "images/bladder-cancer-tissue-biopsy-wsi"
 MASK_DIR = "images/tissue-mask"
 RNA_FILE = "bulk-rna-seq-bladder-cancer.json"
@@ -71,7 +71,8 @@ def _read_inputs_json(input_dir: Path, notes: list[str], warnings: list[str]) ->
     if not isinstance(items, list):
         warnings.append("inputs.json is not a list of socket values; using the documented paths")
         return {}
-    declared, skipped = {}, 0
+    declared: dict[str, str] = {}
+    skipped = 0
     for item in items:
         interface = item.get("interface") if isinstance(item, dict) else None
         slug = interface.get("slug") if isinstance(interface, dict) else None
@@ -147,14 +148,18 @@ def _pick_pair(wsis: list[Path], masks: list[Path], input_dir: Path, warnings: l
     """One slide and its mask. Several slides: the first by name. Several masks: the one whose name
     starts with the slide's (without extension), else the first by name. Each choice is warned."""
     wsi = wsis[0] if wsis else None
-    if len(wsis) > 1:
+    if wsi is not None and len(wsis) > 1:
         where = wsi.parent.relative_to(input_dir)
         warnings.append(f"{len(wsis)} slides in {where}; using {wsi.name} (the first by name)")
     if len(masks) <= 1:
         return wsi, (masks[0] if masks else None)
     paired = [m for m in masks if wsi is not None and m.stem.startswith(wsi.stem)]
     mask = paired[0] if paired else masks[0]
-    why = f"its name matches the slide {wsi.name}" if paired else "the first by name: none matches the slide"
+    why = (
+        f"its name matches the slide {paired[0].name}"
+        if paired
+        else "the first by name: none matches the slide"
+    )
     warnings.append(f"{len(masks)} masks in {mask.parent.relative_to(input_dir)}; using {mask.name} ({why})")
     return wsi, mask
 

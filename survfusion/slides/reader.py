@@ -160,15 +160,16 @@ class TiffSlide(Slide):
         w0 = self._pages[0].imagewidth
         self.levels = [Level(p.imagewidth, p.imagelength, w0 / p.imagewidth) for p in self._pages]
         self.spacing_um = spacing_um if spacing_um is not None else _tiff_spacing(self.path, self._pages[0])
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
         self._pool = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1))
         self._cache: OrderedDict[tuple[int, int], np.ndarray | None] = OrderedDict()
         self._cache_rows = cache_rows
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
             self._fd = None
             self._pool.shutdown(wait=True)
             self._tif.close()
@@ -178,6 +179,8 @@ class TiffSlide(Slide):
         if count == 0:
             return None
         try:
+            if self._fd is None:
+                raise SlideError(f"slide {self.path}: read after close")
             data = os.pread(self._fd, count, page.dataoffsets[index])
             if page.compression in (6, 7):  # JPEG: its own header sizes the decoder's output
                 self._check_jpeg(data, page, index)
@@ -337,7 +340,9 @@ class OpenSlideSlide(Slide):
 
         for x, y in np.asarray(xy_lv).reshape(-1, 2):
             try:
-                region = self._osr.read_region((round(x * ds), round(y * ds)), level, tuple(size_px))
+                region = self._osr.read_region(
+                    (round(x * ds), round(y * ds)), level, (int(size_px[0]), int(size_px[1]))
+                )
             except openslide.OpenSlideError as err:
                 raise SlideError(f"slide {self.path}: openslide cannot read a region ({err})") from None
             out.append(composite_on_white(np.asarray(region)))

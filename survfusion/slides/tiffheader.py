@@ -132,7 +132,8 @@ def read_pages(path: str | os.PathLike) -> list[PageHeader]:
     fd = os.open(path, os.O_RDONLY)
     try:
         r = _Reader(fd, os.fstat(fd).st_size)
-        pages, seen, todo = [], set(), [r.first]
+        seen: set[int] = set()
+        pages, todo = [], [r.first]
         while todo:
             offset = todo.pop(0)
             if offset == 0 or offset in seen:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -89,7 +90,9 @@ def write_pyramid(
         for lv in range(n_levels):
             ds = 2**lv
             w, h = -(-width // ds), -(-height // ds)
-            extra = {"subifds": n_levels - 1} if (layout == "subifds" and lv == 0 and n_levels > 1) else {}
+            extra: dict[str, Any] = {}
+            if layout == "subifds" and lv == 0 and n_levels > 1:
+                extra["subifds"] = n_levels - 1
             tif.write(
                 _tiles(region, ds, w, h, tile_px, channels),
                 shape=(h, w, channels),

@@ -97,7 +97,7 @@ def read_mask(
                 f"tissue mask {path.name} has {data.shape[-1]} colour channels (a binary mask has one); "
                 "tissue taken where any channel is non-zero"
             )
-        data = _tissue_values(data).any(axis=-1)
+        data = np.asarray(_tissue_values(data).any(axis=-1))
     if data.ndim != 2:
         raise ValueError(f"expected a 2-D mask, got shape {data.shape}")
     return _tissue_values(data)

@@ -214,7 +214,7 @@ def render_slide(patient: Patient, size: int) -> tuple[np.ndarray, np.ndarray]:
     m = CELL_PX // MASK_DOWNSAMPLE
     for cy in range(cells):
         for cx in range(cells):
-            sw = np.rot90(swatches[classes[cy, cx]][rng.integers(2)], rng.integers(4))
+            sw = np.rot90(swatches[classes[cy, cx]][rng.integers(2)], int(rng.integers(4)))
             inside = blob[cy * m : (cy + 1) * m, cx * m : (cx + 1) * m]
             if not inside.any():
                 continue

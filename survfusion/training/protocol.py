@@ -135,10 +135,13 @@ def run_protocol(
     """Every missing unit of the outer folds ``only`` (default all), in order."""
     out = Path(out)
     fold_of = outer_folds(data, outer, cfg.seed)
-    settings = {"outer": outer, "folds": folds, "config": asdict(cfg), "cases": data.case_ids}
-    settings["config"].pop("model")
+    config = asdict(cfg)
+    config.pop("model")
+    settings = {"outer": outer, "folds": folds, "config": config, "cases": data.case_ids}
     if (out / "protocol.json").is_file():  # units of other settings must never be mixed in one report
         before = read_json(out / "protocol.json", "protocol").value
+        if not isinstance(before, dict):
+            raise UserError(f"outer-test: {out / 'protocol.json'} is not a JSON object")
         if before != settings:
             changed = sorted(k for k in settings if before.get(k) != settings[k])
             raise UserError(f"outer-test: {out} holds a protocol with other settings ({', '.join(changed)})")
@@ -165,6 +168,8 @@ def _read_unit(where: Path) -> dict:
     with open(where / TEST_FILE, newline="") as f:
         rows = list(csv.DictReader(f))
     info = read_json(where / "unit.json", "unit").value
+    if not isinstance(info, dict):
+        raise UserError(f"{where / 'unit.json'}: not a JSON object")
     return {
         **info,
         "case_id": [r["case_id"] for r in rows],
@@ -190,7 +195,7 @@ def paired_bootstrap(pairs: list[tuple[dict, dict]], *, n_boot: int = 2000, seed
     patients for both methods; a draw without an event in some test set is drawn again."""
     rng = np.random.default_rng(seed)
     point = float(np.mean([_scores(b)["c_months"] - _scores(a)["c_months"] for a, b in pairs]))
-    stats = []
+    stats: list[float] = []
     while len(stats) < n_boot:
         diffs = []
         for a, b in pairs:
@@ -202,7 +207,7 @@ def paired_bootstrap(pairs: list[tuple[dict, dict]], *, n_boot: int = 2000, seed
                 concordance_index(t, e, -b["months"][idx]) - concordance_index(t, e, -a["months"][idx])
             )
         if len(diffs) == len(pairs) and np.all(np.isfinite(diffs)):
-            stats.append(np.mean(diffs))
+            stats.append(float(np.mean(diffs)))
     low, high = np.quantile(stats, [0.025, 0.975])
     return point, float(low), float(high)
 

@@ -1,8 +1,9 @@
 """Training: the paper's recipe by default, every setting overridable, everything written down.
 
-Recipe (DESIGN.md): Cox partial likelihood, Adam, batch size 2, at most 200 epochs, early stopping
-with patience 30 on the validation C-index, keep the best epoch; an 85:15 patient split stratified
-by cohort (3A/3B) and event. The calibration is fitted on the training risks of the best epoch.
+Recipe (docs/DESIGN.md, "Training"): Cox partial likelihood, Adam, batch size 2, at most 200
+epochs, early stopping with patience 30 on the validation C-index, keep the best epoch; an 85:15
+patient split stratified by cohort (3A/3B) and event. The calibration is fitted on the training
+risks of the best epoch.
 
 A run folder holds: ``config.json`` (resolved), ``split.json``, ``history.csv`` (per epoch: train
 and validation loss and C-index), ``metrics.json`` and ``bundle/`` (see ``survfusion.serving.bundle``).
