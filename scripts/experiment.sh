@@ -3,6 +3,7 @@
 # Every step is skipped when its output exists, so the table can be built over several sessions.
 #   scripts/experiment.sh          everything
 #   scripts/experiment.sh outer    only the outer-test protocol (single split vs 5-fold ensemble)
+#   scripts/experiment.sh baselines  the classical baselines on the same outer test sets
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/synth176.sh
@@ -19,6 +20,13 @@ outer() {
   $py -m survfusion outer-test "${args[@]}" --report
 }
 if [ "${1:-all}" = outer ]; then outer; exit; fi
+# Issue 21: the classical baselines on the same outer test sets, into the same protocol folder (their
+# rows sit beside the deep ones, paired per test set with the same patients).
+baselines() {
+  $py -m survfusion outer-test --cohort "$COHORT" --features "$FEATURES" --out runs/outer \
+    --config configs/synthetic-fast.json --outer 5 --folds 5 --models CoxPH_Clin CoxNet_ClinRNA RSF_ClinRNA
+}
+if [ "${1:-all}" = baselines ]; then baselines; exit; fi
 train() {  # model seed config name
   [ -f "$RUNS/$4/metrics.json" ] || $py -m survfusion train --cohort "$COHORT" --features "$FEATURES" \
     --model "$1" --seed "$2" --config "$3" --out "$RUNS/$4"

@@ -343,6 +343,73 @@ def test_outer_test_protocol_never_trains_on_its_test_patients(small, tmp_path, 
     report = capsys.readouterr().out
     assert "| ABMIL_Surv | 1 |" in report and "ensemble" in report and "single" in report
     assert (out / "report.md").read_text().strip() in report and "C(ensemble) - C(single)" in report
+    # the classical baselines on the same outer test set, into the same protocol folder
+    baselines = ["CoxPH_Clin", "CoxNet_ClinRNA", "RSF_ClinRNA"]
+    models_at = args.index("ABMIL_Surv")
+    b_args = [*args[:models_at], *baselines, *args[models_at + 1 :]]
+    assert main([*b_args, "--only", "0"]) == 0
+    report = capsys.readouterr().out
+    for name in baselines:
+        unit = out / "outer0" / f"{name}-baseline"
+        rows = read_csv(unit / "test.csv")
+        assert {r["case_id"] for r in rows} == test
+        assert f"| {name} | baseline | 1 |" in report
+    headline = next(line for line in report.splitlines() if line.startswith("On these outer test sets "))
+    assert "the paired difference on 1 test sets" in headline and "zero" in headline
+    assert "Every deep method against the best baseline" in report
+    # its inputs and calibration come from the pool alone: refitting there gives the same test risks
+    from survfusion.training.baselines import design_matrices, fit_baseline
+
+    order = [data.case_ids.index(c) for c in (r["case_id"] for r in rows)]
+    pool = np.setdiff1d(np.arange(len(data)), order)
+    cfg = json.loads(config.read_text())
+    x_pool, x_test, _ = design_matrices(data, pool, np.array(order), "clinical+rna",
+                                        top_genes=cfg["rna_top_genes"], log1p=False)  # fmt: skip
+    risk = fit_baseline("RSF_ClinRNA", x_pool, data.time_months[pool], data.event[pool], seed=0)(x_test)
+    np.testing.assert_allclose([float(r["risk"]) for r in rows], risk, rtol=1e-12)  # the same forest
     assert main([*args, "--only", "0", "--seed", "1"]) == 2  # other settings never mix into one folder
     assert "other settings" in capsys.readouterr().err
     assert main([*args, "--outer", "4"]) == 2  # fewer than 5 outer test sets
+
+
+def test_a_linear_baseline_trains_packages_and_serves_the_sample_case(small, tmp_path, capsys):
+    """train --model CoxNet_ClinRNA writes a bundle (a LinearCox holding the library's coefficients):
+    its risks are the library's on the same inputs; package and inference.py serve it without
+    embedding the slide; a forest is refused with a reason."""
+    import inference
+    from survfusion.serving.bundle_io import load_bundle
+    from survfusion.training.baselines import design, fit_baseline
+    from survfusion.training.dataset import strata_of, stratified_split
+
+    root, cohort, feats, config = small
+    for name in ("CoxPH_Clin", "CoxNet_ClinRNA"):
+        run = tmp_path / name
+        assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--model", name,
+                     "--out", str(run), "--config", str(config)]) == 0  # fmt: skip
+        assert "validation C-index" in capsys.readouterr().out
+    data = load_cohort(cohort, feats)
+    cfg = json.loads((run / "config.json").read_text())
+    tr, va = stratified_split(strata_of(data), val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+    d = design(data, tr, va, "clinical+rna", top_genes=cfg["rna_top_genes"], log1p=cfg["rna_log1p"])
+    want = fit_baseline("CoxNet_ClinRNA", d.x_train, data.time_months[tr], data.event[tr], seed=cfg["seed"])
+    bundle = load_bundle(run / "bundle")
+    from survfusion.training.evaluate import cohort_risks
+
+    got = cohort_risks(bundle, data, va)[0]
+    # float32 weights folded from float64 coefficients on standardised inputs: ~1e-6 relative
+    np.testing.assert_allclose(got, want(d.x_test), rtol=1e-4, atol=1e-4)
+    weights = root / "vit-tiny.safetensors"
+    assert main(["package", "--run", str(run), "--encoder-weights", str(weights), "--out",
+                 str(tmp_path / "model")]) == 0  # fmt: skip
+    capsys.readouterr()
+    sample = ROOT / "test" / "input" / "interf0"
+    code = inference.main(["--input", str(sample), "--output", str(tmp_path / "out"), "--model",
+                           str(tmp_path / "model"), "--device", "cpu"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "slide    not used by this model" in printed.out and "embed " not in printed.out
+    months = json.loads((tmp_path / "out" / "likelihood-of-bladder-cancer-recurrence.json").read_text())
+    assert np.isfinite(months) and months >= 0
+    assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--model", "RSF_ClinRNA",
+                 "--out", str(tmp_path / "rsf"), "--config", str(config)]) == 2  # fmt: skip
+    assert "a forest, which a bundle cannot hold" in capsys.readouterr().err

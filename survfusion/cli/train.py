@@ -85,7 +85,8 @@ def add_train_parsers(sub) -> None:
         "--models",
         nargs="+",
         default=["ABMIL_Surv_PG", "ABMIL_Surv"],
-        help="registered model names to compare",
+        help="registered model names (each as single split and ensemble) and classical baselines "
+        "(CoxPH_Clin, CoxNet_ClinRNA, RSF_ClinRNA), all on the same outer test sets",
     )
     p.add_argument("--config", action="append", default=[], help="as for train (layered, later wins)")
     p.add_argument("--seed", type=int, help="override the config's seed")
@@ -119,15 +120,18 @@ def _config(args: argparse.Namespace, keys=("model", "max_epochs", "seed")):
 def run_outer_test(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from survfusion.training.protocol import report, run_protocol
+    from survfusion.training.outer_report import report
+    from survfusion.training.protocol import run_protocol
 
     if not args.report:
         from survfusion.nets.registry import check_model_name
+        from survfusion.training.baselines import is_baseline
         from survfusion.training.dataset import load_cohort
 
         cfg = _config(args, keys=("max_epochs", "seed"))
         for name in args.models:
-            check_model_name(name)
+            if not is_baseline(name):
+                check_model_name(name)
         data = load_cohort(args.cohort, args.features)
         run_protocol(
             data, cfg, args.out, models=args.models, outer=args.outer, folds=args.folds, only=args.only,
@@ -146,9 +150,13 @@ def run_train(args: argparse.Namespace) -> int:
     if args.seeds != 1 and not args.ensemble:
         raise UserError("--seeds needs --ensemble")
     from survfusion.nets.registry import check_model_name
+    from survfusion.training.baselines import is_baseline
 
     cfg = _config(args)
-    check_model_name(cfg.model)  # before anything is loaded or printed
+    if not is_baseline(cfg.model):
+        check_model_name(cfg.model)  # before anything is loaded or printed
+    elif args.ensemble or args.folds:
+        raise UserError(f"train: {cfg.model} is a classical baseline: it trains on the single split")
     data = load_cohort(args.cohort, args.features)
     n_events = int(data.event.sum())
     print(f"train: {cfg.model}, {len(data)} patients ({n_events} events), seed {cfg.seed} -> {args.out}")
@@ -174,6 +182,15 @@ def run_train(args: argparse.Namespace) -> int:
         print(
             f"train: {args.folds}-fold validation C-index at each fold's best epoch {mean:.3f} ± {sd:.3f}, "
             f"at its last epoch {last:.3f} ± {last_sd:.3f} [{summary['note']}]"
+        )
+    elif is_baseline(cfg.model):
+        from survfusion.training.baselines import run_baseline_training
+
+        m = run_baseline_training(data, cfg, args.out, cohort_dir=args.cohort)
+        print(
+            f"train: {cfg.model} ({m['baseline']}); validation C-index {m['val_c_index']:.3f} on "
+            f"{m['n_val']} patients (no epoch chosen on them), {m['nonzero_coefficients']} of "
+            f"{m['inputs']} coefficients non-zero"
         )
     else:
         m = run_training(data, cfg, args.out, cohort_dir=args.cohort, device=args.device)

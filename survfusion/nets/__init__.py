@@ -2,4 +2,4 @@
 registry the way timm does: the model files register their classes as they are imported, and the
 registry itself imports no model file."""
 
-from survfusion.nets import fusions, models  # noqa: F401  (registration happens at import)
+from survfusion.nets import fusions, linear, models  # noqa: F401  (registration happens at import)

@@ -124,7 +124,9 @@ class SurvivalModel(nn.Module):
         super().__init__()
         self.dims = dims
         self.mil = GatedAttentionMIL(dims.feat_dim, dims.dropout) if "hist" in self.uses else None
-        self.rna_encoder = RnaEncoder(dims.rna_dim, dims.dropout) if "rna" in self.uses else None
+        self.rna_encoder: nn.Module | None = (
+            RnaEncoder(dims.rna_dim, dims.dropout) if "rna" in self.uses else None
+        )
 
     def encode(
         self,

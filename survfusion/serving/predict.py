@@ -171,6 +171,9 @@ def predict_case(
         "rna": lambda: _rna(files, model, case),
         "clinical": lambda: _clinical(files, model, case),
     }
+    if not any("hist" in m.model.uses for m in model.bundle.members):
+        del stages["hist"]  # a model that does not look at the slide (LinearCox): no minutes of UNI
+        log("slide    not used by this model; not embedded")
     for name, stage in stages.items():
         try:
             inputs[name] = stage()
@@ -181,7 +184,7 @@ def predict_case(
     # The encoder's sha256 is computed in the background while the model loads and the slide is
     # embedded (1.2 GB for UNI: about a second); checked before any number leaves this function.
     model.check_encoder()
-    if len(case.replaced) == 3:
+    if set(stages) <= set(case.replaced):  # every modality the model uses is unusable
         raise UserError("no prediction possible: " + "; ".join(case.replaced.values()))
     t0 = time.perf_counter()
     risk = _risk(model, inputs, case)

@@ -109,7 +109,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def _select_genes(raw: np.ndarray, genes: list[str], train_idx: np.ndarray, k: int | None) -> list[str]:
+def select_genes(raw: np.ndarray, genes: list[str], train_idx: np.ndarray, k: int | None) -> list[str]:
     if not k or k >= len(genes):
         return list(genes)
     variance = np.log1p(np.clip(raw[train_idx], 0, None)).var(axis=0)
@@ -134,7 +134,7 @@ class Trainer:
         self.clin_x = torch.from_numpy(np.stack([self.clinical.transform(r).values for r in data.clinical]))
         all_genes = reference_genes()
         raw, _ = data.rna_matrix(RnaVectorizer(all_genes))
-        genes = _select_genes(raw, all_genes, train_idx, cfg.rna_top_genes)  # on training patients only
+        genes = select_genes(raw, all_genes, train_idx, cfg.rna_top_genes)  # on training patients only
         position = {g: i for i, g in enumerate(all_genes)}
         columns = [position[g] for g in genes]
         # The training maxima bound implausible values at inference (RnaVectorizer).
