@@ -355,7 +355,7 @@ def test_outer_test_protocol_never_trains_on_its_test_patients(small, tmp_path, 
         assert {r["case_id"] for r in rows} == test
         assert f"| {name} | baseline | 1 |" in report
     headline = next(line for line in report.splitlines() if line.startswith("On these outer test sets "))
-    assert "the paired difference on 1 test sets" in headline and "zero" in headline
+    assert "the paired difference on 1 test set is" in headline and "zero" in headline
     assert "Every deep method against the best baseline" in report
     # its inputs and calibration come from the pool alone: refitting there gives the same test risks
     from survfusion.training.baselines import design_matrices, fit_baseline

@@ -94,6 +94,12 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--outer", type=int, default=5, help="outer test sets (at least 5)")
     p.add_argument("--folds", type=int, default=5, help="folds of each ensemble")
     p.add_argument("--only", type=int, nargs="+", help="run only these outer folds (parallel processes)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("single", "ensemble"),
+        help="a deep model's methods to run (default: both)",
+    )
     p.add_argument("--report", action="store_true", help="only write the report of the finished units")
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     p.set_defaults(func=run_outer_test)
@@ -135,7 +141,7 @@ def run_outer_test(args: argparse.Namespace) -> int:
         data = load_cohort(args.cohort, args.features)
         run_protocol(
             data, cfg, args.out, models=args.models, outer=args.outer, folds=args.folds, only=args.only,
-            cohort_dir=args.cohort, device=args.device,
+            methods=args.methods, cohort_dir=args.cohort, device=args.device,
         )  # fmt: skip
     table = report(args.out)
     (Path(args.out) / "report.md").write_text(table + "\n")

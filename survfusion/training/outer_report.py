@@ -115,7 +115,7 @@ def headline(units: Units) -> str:
     return (
         f"{said}; against {_name(other)} ({_mean_c(units[other]):.3f}), the best "
         f"{'baseline' if other[1] == 'baseline' else 'deep method'}, the paired difference on {n} test "
-        f"sets is {point:+.3f} (95% CI {low:+.3f} to {high:+.3f}), an interval that {verdict}."
+        f"set{'s' * (n != 1)} is {point:+.3f} (95% CI {low:+.3f} to {high:+.3f}), an interval that {verdict}."
     )
 
 

@@ -178,11 +178,13 @@ def run_protocol(
     outer: int = MIN_OUTER,
     folds: int = 5,
     only: list[int] | None = None,
+    methods: list[str] | None = None,
     cohort_dir,
     device: str = "cpu",
     log=print,
 ) -> None:
-    """Every missing unit of the outer folds ``only`` (default all), in order."""
+    """Every missing unit of the outer folds ``only`` (default all), in order; ``methods`` limits a
+    deep model to some of ``METHODS`` (default both)."""
     out = Path(out)
     fold_of = outer_folds(data, outer, cfg.seed)
     config = asdict(cfg)
@@ -203,6 +205,8 @@ def run_protocol(
         test = np.flatnonzero(fold_of == o)
         for model in models:
             for method in methods_of(model):
+                if methods is not None and method != "baseline" and method not in methods:
+                    continue
                 where = unit_dir(out, o, model, method)
                 if (where / TEST_FILE).is_file():
                     continue
