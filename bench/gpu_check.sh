@@ -11,6 +11,9 @@
 # The install line used there (no index, no dependencies resolved, into an ignored .site/):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl
 # Results: the table on stdout and bench/.data/gpu_check.json; copy them to docs/BENCHMARKS.md.
+# torch is the machine's own (2.11 + CUDA 13 when measured), not the pin (torch 2.10.0 + CUDA 12.8):
+# the pinned wheels with their CUDA libraries are ~3 GB, far over what a run may carry (64 MiB), so
+# the table says which torch it ran on; the pin's own GPU behaviour is the T4 job's to show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
