@@ -358,14 +358,13 @@ def test_outer_test_protocol_never_trains_on_its_test_patients(small, tmp_path, 
     assert "the paired difference on 1 test set is" in headline and "zero" in headline
     assert "Every deep method against the best baseline" in report
     # its inputs and calibration come from the pool alone: refitting there gives the same test risks
-    from survfusion.training.baselines import design_matrices, fit_baseline
+    from survfusion.training.baselines import design, fit_baseline
 
     order = [data.case_ids.index(c) for c in (r["case_id"] for r in rows)]
     pool = np.setdiff1d(np.arange(len(data)), order)
     cfg = json.loads(config.read_text())
-    x_pool, x_test, _ = design_matrices(data, pool, np.array(order), "clinical+rna",
-                                        top_genes=cfg["rna_top_genes"], log1p=False)  # fmt: skip
-    risk = fit_baseline("RSF_ClinRNA", x_pool, data.time_months[pool], data.event[pool], seed=0)(x_test)
+    d = design(data, pool, np.array(order), "clinical+rna", top_genes=cfg["rna_top_genes"], log1p=False)
+    risk = fit_baseline("RSF_ClinRNA", d.x_train, data.time_months[pool], data.event[pool], seed=0)(d.x_test)
     np.testing.assert_allclose([float(r["risk"]) for r in rows], risk, rtol=1e-12)  # the same forest
     assert main([*args, "--only", "0", "--seed", "1"]) == 2  # other settings never mix into one folder
     assert "other settings" in capsys.readouterr().err

@@ -7,6 +7,15 @@ import argparse
 from survfusion.errors import UserError
 
 
+def _cohort_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
+    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
+
+
 def add_train_parsers(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -16,8 +25,7 @@ def add_train_parsers(sub) -> None:
         "values of all 19,359 genes, about 4x slower per epoch, with risks in the hundreds that then "
         "show in tables and figures (docs/RESULTS.md measures both). configs/README.md lists the others.",
     )
-    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
-    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
+    _cohort_args(p)
     p.add_argument(
         "--model",
         help="registered model name (python -m survfusion models); default: the config's, ABMIL_Surv_PG",
@@ -45,13 +53,12 @@ def add_train_parsers(sub) -> None:
     p.add_argument(
         "--seeds", type=int, default=1, help="with --ensemble: deal the folds again with this many seeds"
     )
-    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
+    _device_arg(p)
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("evaluate", help="score a bundle on a cohort: tables and figures")
     p.add_argument("--bundle", required=True, help="a bundle folder, or the training run folder holding it")
-    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
-    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
+    _cohort_args(p)
     p.add_argument("--out", required=True, help="folder for cases.csv, metrics.json and the figures")
     p.add_argument(
         "--cases",
@@ -78,8 +85,7 @@ def add_train_parsers(sub) -> None:
         "outer-test",
         help="single split vs fold ensemble on outer test sets no training step ever sees (docs/RESULTS.md)",
     )
-    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
-    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
+    _cohort_args(p)
     p.add_argument("--out", required=True, help="protocol folder (finished units are kept and skipped)")
     p.add_argument(
         "--models",
@@ -101,7 +107,7 @@ def add_train_parsers(sub) -> None:
         help="a deep model's methods to run (default: both)",
     )
     p.add_argument("--report", action="store_true", help="only write the report of the finished units")
-    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
+    _device_arg(p)
     p.set_defaults(func=run_outer_test)
 
     p = sub.add_parser("compare", help="runs side by side (the paper's Table 2)")

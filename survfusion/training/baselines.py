@@ -99,14 +99,6 @@ def design(
     )  # fmt: skip
 
 
-def design_matrices(
-    data: CohortData, train: np.ndarray, test: np.ndarray, inputs: str, *, top_genes: int | None, log1p: bool
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """``design``'s training and test matrices, and the kept columns (clinical, then RNA)."""
-    d = design(data, train, test, inputs, top_genes=top_genes, log1p=log1p)
-    return d.x_train, d.x_test, d.clinical_columns + d.rna_columns
-
-
 def _structured(time: np.ndarray, event: np.ndarray):
     from sksurv.util import Surv
 

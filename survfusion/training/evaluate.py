@@ -143,8 +143,9 @@ def evaluate(
     files["km_risk_quartiles.png"] = "Kaplan-Meier curves of the four risk quartiles, numbers at risk"
     if _epoch_figure(Path(bundle_dir).parent, out / "c_index_per_epoch.png"):
         files["c_index_per_epoch.png"] = "training and validation C-index per epoch, the kept epoch marked"
+    slides = {job.case_id: job.slide for job in cohort_jobs(cohort)}  # any slide suffix the cohort uses
     for k in _heatmap_choice(data, idx, risk, chosen.cases, heatmaps, heatmap_cases):
-        name = _heatmap(cohort, data, idx[k], attention[k], risk, k, months[k], out)
+        name = _heatmap(slides, data, idx[k], attention[k], risk, k, months[k], out)
         if name:
             files[name] = "the slide beside its tiles' attention"
     metrics["files"] = files
@@ -152,11 +153,11 @@ def evaluate(
     return metrics
 
 
-def _heatmap(cohort, data, i: int, attention, risk, k: int, months: float, out: Path) -> str | None:
-    """Patient ``i``'s heatmap (position ``k`` among the scored ``risk``); its file name, or None
-    when the cohort has no slide for it or the slide had no tile."""
+def _heatmap(slides: dict, data, i: int, attention, risk, k: int, months: float, out: Path) -> str | None:
+    """Patient ``i``'s heatmap (position ``k`` among the scored ``risk``; ``slides``: case id -> slide
+    path); its file name, or None when the cohort has no slide for it or the slide had no tile."""
     case_id = data.case_ids[i]
-    slide = {job.case_id: job.slide for job in cohort_jobs(cohort)}.get(case_id)  # any slide suffix
+    slide = slides.get(case_id)
     if slide is None or not len(attention):
         return None
     outcome = "recurrence" if data.event[i] else "censored"

@@ -125,20 +125,18 @@ def _run_baseline(
 ) -> Path:
     """A classical baseline on the pool: its inputs and calibration fitted there, ``test`` predicted."""
     from survfusion.nets.calibration import RiskToTime
-    from survfusion.training.baselines import BASELINES, design_matrices, fit_baseline
+    from survfusion.training.baselines import BASELINES, design, fit_baseline
 
     spec = BASELINES[cfg.model]
     t0 = time.perf_counter()
-    x_pool, x_test, names = design_matrices(
-        data, pool, test, spec.inputs, top_genes=cfg.rna_top_genes, log1p=cfg.rna_log1p
-    )
+    d = design(data, pool, test, spec.inputs, top_genes=cfg.rna_top_genes, log1p=cfg.rna_log1p)
     t, e = data.time_months[pool], data.event[pool]
-    risk_of = fit_baseline(cfg.model, x_pool, t, e, seed=cfg.seed)
-    pool_risk = np.asarray(risk_of(x_pool), np.float64)
+    risk_of = fit_baseline(cfg.model, d.x_train, t, e, seed=cfg.seed)
+    pool_risk = risk_of(d.x_train)
     calibration = RiskToTime().fit(pool_risk, t, e, mode=cfg.calibration)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    risk = np.asarray(risk_of(x_test), np.float64)
+    risk = risk_of(d.x_test)
     months = calibration.predict(risk)
     info = {
         "method": "baseline",
@@ -148,7 +146,7 @@ def _run_baseline(
         "train_seconds": train_seconds,
         "predict_seconds": time.perf_counter() - t0,
         "test_patients": len(test),
-        "inputs": len(names),
+        "inputs": len(d.mean),
         "bundle_bytes": 0,  # not packaged by the protocol
     }
     out.mkdir(parents=True, exist_ok=True)
