@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bigslide import ensure_big_slide
 
 from survfusion.features.device import resolve_device
-from survfusion.features.encoders import encoder_spec
+from survfusion.features.encoders import flops_per_tile
 from survfusion.features.extract import BatchReader, plan_tiles
 from survfusion.features.request import ExtractConfig
 from survfusion.features.tile_encoder import TileEncoder
@@ -158,7 +158,7 @@ def main() -> None:
             results.setdefault((prec, cast, batch, overlap), []).append(rate)
         reads.append(read_only(slide, mask, args.tiles, threads=3))
     base = statistics.median(results[("fp32", False, 64, False)])
-    flops = encoder_spec(name).flops_per_tile
+    flops = flops_per_tile(name)
     for (prec, cast, batch, overlap), rates in results.items():
         med = statistics.median(rates)
         enc = encoders[(prec, cast)]

@@ -39,7 +39,7 @@ from bigslide import ensure_big_slide  # noqa: E402
 from encoder import matmul_peak_tflops, read_only, run  # noqa: E402
 
 from survfusion.features.device import describe_device  # noqa: E402
-from survfusion.features.encoders import encoder_spec  # noqa: E402
+from survfusion.features.encoders import flops_per_tile  # noqa: E402
 from survfusion.features.tile_encoder import TileEncoder  # noqa: E402
 from survfusion.features.weights import init_encoder_weights  # noqa: E402
 from survfusion.serving.sockets import MASK_DIR, WSI_DIR  # noqa: E402
@@ -71,7 +71,7 @@ def throughput(name, weights, device, slide, mask, tiles, repeats, peak) -> dict
                 run(slide, mask, encoders[(p, c)], b, overlap, tiles)
             )
     base = statistics.median(rates[configs[0]])
-    flops = encoder_spec(name).flops_per_tile
+    flops = flops_per_tile(name)
     best = {}
     for (p, c, b, overlap), r in rates.items():
         med = statistics.median(r)

@@ -37,7 +37,7 @@ def test_every_option_of_every_command_is_described(name, capsys):
     shown = capsys.readouterr().out
     for action in command._actions:  # a default worth saying is shown
         if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
-            assert f"(default: {action.default})" in shown.replace("\n" + " " * 24, " "), action.dest
+            assert f"(default: {action.default})" in " ".join(shown.split()), action.dest
 
 
 def test_top_level_help_reads_as_prose():

@@ -80,9 +80,34 @@ def test_a_pickle_with_code_is_refused(tmp_path):
 
 
 def test_precision_on_cpu_is_fp32():
-    assert resolve_precision("auto", torch.device("cpu")) is None
+    assert resolve_precision("auto", torch.device("cpu")) == (None, None)
     with pytest.raises(UserError):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "name, major, want, noted",
+    [
+        ("uni", 7, "fp16", False),  # the paper's encoder: as before (fp16 on a T4, bf16 from Ampere)
+        ("uni", 9, "bf16", True),
+        ("uni2-h", 7, "fp16", True),  # bf16 recipe on a T4: fp16 with the non-finite guard, said so
+        ("uni2-h", 8, "bf16", False),
+        ("phikon-v2", 7, "fp32", False),  # its reference runs fp32
+        ("phikon-v2", 9, "fp32", False),
+        ("virchow2", 7, "fp16", False),
+    ],
+)
+def test_auto_precision_per_encoder_on_each_gpu(monkeypatch, name, major, want, noted):
+    from survfusion.features.device import DTYPES
+    from survfusion.features.encoders import encoder_spec
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 5))
+    dtype, note = resolve_precision("auto", torch.device("cuda"), encoder_spec(name))
+    assert dtype is DTYPES[want]
+    assert (note is not None) == noted
+    if name == "uni2-h" and noted:
+        assert "bf16" in note and "fp16" in note and "recomputed in fp32" in note
+    assert resolve_precision("fp16", torch.device("cuda"), encoder_spec(name)) == (torch.float16, None)
 
 
 def test_device_side_area_resize_equals_block_mean(tiny_weights):
@@ -175,3 +200,47 @@ def test_not_a_feature_file_is_one_clear_line(tmp_path):
     path.write_bytes(b"nope")
     with pytest.raises(UserError, match="not readable HDF5"):
         read_features(path)
+
+
+def test_a_bundle_whose_width_is_not_its_encoders_is_refused(tmp_path, tiny_weights):
+    """A bundle trained on 192-d (vit-tiny) features whose request names uni2-h (1536-d): load_model
+    and package refuse it in one line naming both widths."""
+    from fixtures import write_untrained_model
+
+    from survfusion.errors import BundleError
+    from survfusion.serving.bundle_io import load_bundle
+    from survfusion.serving.modeldir import check_width
+
+    model = write_untrained_model(tmp_path / "model", tiny_weights)
+    bundle = load_bundle(model / "bundle")
+    check_width(bundle, bundle.request, model)  # its own encoder: fine
+    other = dataclasses.replace(bundle.request, encoder="uni2-h")
+    with pytest.raises(BundleError, match=r"192-d tile features.*'uni2-h', which embeds to 1536-d"):
+        check_width(bundle, other, model)
+
+
+def test_features_whose_width_is_not_their_encoders_are_refused(tmp_path):
+    from survfusion.synth.cohort import write_cohort
+    from survfusion.synth.features import write_synthetic_features
+    from survfusion.training.dataset import load_cohort
+
+    write_cohort(tmp_path / "c", patients=3, seed=0, slide_px=896, workers=1)
+    write_synthetic_features(tmp_path / "c", tmp_path / "f", encoder="vit-tiny", tiles=4)
+    load_cohort(tmp_path / "c", tmp_path / "f")
+    for h5 in (tmp_path / "f").glob("*.h5"):
+        f = read_features(h5)
+        write_features(h5, np.zeros((4, 1024), np.float32), f.coords, f.attrs)
+    with pytest.raises(UserError, match=r"1024-d tiles, but the files say 'vit-tiny', which embeds to 192-d"):
+        load_cohort(tmp_path / "c", tmp_path / "f")
+
+
+def test_gigapath_crops_the_centre_and_conch_resizes(tmp_path):
+    """fit=crop: a 256-px tile's centre 224 px, untouched (Prov-GigaPath); fit=resize: area."""
+    path = tmp_path / "g.safetensors"
+    init_encoder_weights("gigapath@1", path, seed=0)
+    enc = TileEncoder("gigapath@1", path, device="cpu")
+    tiles = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3), dtype=np.uint8))
+    x = enc.preprocess(tiles)
+    centre = tiles[:, 16:240, 16:240].permute(0, 3, 1, 2).float() / 255
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (enc.spec.mean, enc.spec.std))
+    torch.testing.assert_close(x, (centre - mean) / std)

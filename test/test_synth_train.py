@@ -412,3 +412,78 @@ def test_a_linear_baseline_trains_packages_and_serves_the_sample_case(small, tmp
     assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--model", "RSF_ClinRNA",
                  "--out", str(tmp_path / "rsf"), "--config", str(config)]) == 2  # fmt: skip
     assert "a forest, which a bundle cannot hold" in capsys.readouterr().err
+
+
+def test_a_non_uni_encoder_extracts_trains_packages_and_predicts(small, tmp_path, capsys):
+    """UNI2-h cut to one block (its full 1536-d width, 8 registers, SwiGLU, 256-px tiles at
+    0.5 µm/px) through the whole kit: the width follows from the registry into the feature files,
+    the model, the bundle, package and inference.py; weights of another encoder are refused."""
+    import shutil
+
+    import inference
+    from survfusion.features.h5 import read_features
+    from survfusion.features.request import FeatureRequest
+    from survfusion.serving.bundle_io import load_bundle
+
+    root, cohort, _, config = small
+    weights, feats, run, model = (tmp_path / n for n in ("uni2-h.safetensors", "feats", "run", "model"))
+    init_encoder_weights("uni2-h@1", weights, seed=0)
+    assert main(["extract", "--cohort", str(cohort), "--out", str(feats), "--encoder", "uni2-h@1",
+                 "--weights", str(weights), "--max-tiles", "4"]) == 0  # fmt: skip
+    assert "256 px at 0.5 µm/px | 1536-d embeddings" in capsys.readouterr().out
+    f = read_features(feats / "3A_001.h5")
+    assert f.features.shape[1] == 1536 and f.attrs["embed_dim"] == 1536
+    assert FeatureRequest.from_attrs(f.attrs).encoder == "uni2-h@1"
+    assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--out", str(run),
+                 "--config", str(config)]) == 0  # fmt: skip
+    bundle = load_bundle(run / "bundle")
+    assert bundle.members[0].model.dims.feat_dim == 1536 and bundle.request.encoder == "uni2-h@1"
+    capsys.readouterr()
+    assert main(["package", "--run", str(run), "--encoder-weights", str(root / "vit-tiny.safetensors"),
+                 "--out", str(model)]) == 2  # fmt: skip
+    assert "is not the encoder the bundle was trained with" in capsys.readouterr().err
+    assert main(["package", "--run", str(run), "--encoder-weights", str(weights), "--out", str(model)]) == 0
+    capsys.readouterr()
+    sample = ROOT / "test" / "input" / "interf0"
+    args = [
+        "--input",
+        str(sample),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+    ]
+    code = inference.main(args)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "ABMIL_Surv_PG + uni2-h@1 (fp32)" in printed.out and "4 tiles" in printed.out
+    months = json.loads((tmp_path / "out" / "likelihood-of-bladder-cancer-recurrence.json").read_text())
+    assert np.isfinite(months) and months > 0
+    # Another encoder's weights in the model directory: the strict load names the mismatch.
+    shutil.copyfile(root / "vit-tiny.safetensors", model / "encoder" / "weights.safetensors")
+    assert inference.main([*args[:2], "--output", str(tmp_path / "out2"), *args[4:]]) != 0
+    assert "do not fit 'uni2-h@1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoder", ["virchow2", "gigapath", "conch-v1.5"])
+def test_synthetic_features_of_any_width_train(small, tmp_path, capsys, encoder):
+    """synth-features writes bags of the encoder's width with its request (no encoder run); train
+    takes them and the model's input layer follows the width."""
+    from survfusion.features.encoders import encoder_spec
+    from survfusion.features.h5 import read_features
+    from survfusion.features.request import FeatureRequest
+    from survfusion.serving.bundle_io import load_bundle
+
+    _, cohort, _, config = small
+    feats = tmp_path / "feats"
+    assert main(["synth-features", "--cohort", str(cohort), "--out", str(feats), "--encoder", encoder,
+                 "--tiles", "16"]) == 0  # fmt: skip
+    width = encoder_spec(encoder).embed_dim
+    f = read_features(feats / "3B_001.h5")
+    assert f.features.shape == (16, width) and "synthetic" in f.attrs
+    assert FeatureRequest.from_attrs(f.attrs).tile_px == encoder_spec(encoder).tile_px
+    assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--out", str(tmp_path / "run"),
+                 "--config", str(config)]) == 0  # fmt: skip
+    assert load_bundle(tmp_path / "run" / "bundle").members[0].model.dims.feat_dim == width

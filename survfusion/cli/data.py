@@ -20,6 +20,17 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--case-dir", help="also write one patient as a grand-challenge job folder here")
     p.add_argument("--case-slide-px", type=int, default=2688, help="slide size of the --case-dir patient")
     p.set_defaults(func=run_synth)
+    p = sub.add_parser(
+        "synth-features",
+        help="synthetic tile features of any encoder's width for a synthetic cohort (no encoder run)",
+    )
+    p.add_argument("--cohort", required=True, help="a cohort written by 'synth'")
+    p.add_argument("--out", required=True, help="features folder to write (<case_id>.h5)")
+    p.add_argument("--encoder", default="uni", help="encoder whose width the files take")
+    p.add_argument("--weights", help="that encoder's weights file, hashed (not run) so 'package' accepts it")
+    p.add_argument("--tiles", type=int, default=64, help="tiles per patient")
+    p.add_argument("--seed", type=int, default=0, help="seed of the class prototypes and the noise")
+    p.set_defaults(func=run_synth_features)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -46,4 +57,17 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.case_dir:
         path = write_case(args.case_dir, seed=args.seed, slide_px=args.case_slide_px)
         print(f"synth: grand-challenge case -> {path}")
+    return 0
+
+
+def run_synth_features(args: argparse.Namespace) -> int:
+    from survfusion.synth.features import write_synthetic_features
+
+    width = write_synthetic_features(
+        args.cohort, args.out, encoder=args.encoder, weights=args.weights, tiles=args.tiles, seed=args.seed
+    )
+    print(
+        f"synth-features: {args.cohort} -> {args.out}: {args.tiles} tiles per patient, "
+        f"{width}-d ({args.encoder})"
+    )
     return 0

@@ -22,9 +22,17 @@ def add_extract_parser(sub) -> None:
     src.add_argument("--list", help="a CSV with columns slide[, mask, case_id]")
     p.add_argument("--mask", help="tissue mask for --slide")
     p.add_argument("--out", required=True, help="output folder: one <case_id>.h5 per slide")
-    p.add_argument("--encoder", default="uni", help="tile encoder (uni, vit-tiny)")
     p.add_argument(
-        "--weights", required=True, help="encoder weights (.bin/.pth/.safetensors), loaded strictly"
+        "--encoder",
+        default="uni",
+        help="tile encoder: uni (the paper's), uni2-h, virchow2, h-optimus-0, h-optimus-1, gigapath, "
+        "conch-v1.5, phikon-v2, vit-tiny (tests); NAME@D cuts it to D blocks; "
+        "'python -m survfusion encoders' compares them",
+    )
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="encoder weights as the publisher ships them (.bin/.pth/.safetensors), loaded strictly",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", help=PRECISION_HELP)
@@ -39,9 +47,16 @@ def add_extract_parser(sub) -> None:
         help="tiles per batch (default: 128 on a GPU, 16 on a CPU)",
     )
     p.add_argument(
-        "--target-spacing", type=float, default=d.target_spacing_um, help="µm/px of the tiles (1.0 = 10x)"
+        "--target-spacing",
+        type=float,
+        help=f"µm/px of the tiles (1.0 = 10x; default: the encoder's, {d.target_spacing_um} for uni as "
+        "in the paper)",
     )
-    p.add_argument("--tile-px", type=int, default=d.tile_px, help="tile side in pixels at --target-spacing")
+    p.add_argument(
+        "--tile-px",
+        type=int,
+        help=f"tile side in pixels at --target-spacing (default: the encoder's, {d.tile_px} for uni)",
+    )
     p.add_argument(
         "--min-tissue", type=float, default=d.min_tissue, help="minimum tissue fraction of a kept tile"
     )
@@ -61,7 +76,11 @@ def add_extract_parser(sub) -> None:
 
 def add_init_encoder_parser(sub) -> None:
     p = sub.add_parser("init-encoder", help="create random encoder weights locally (tests, demos)")
-    p.add_argument("--encoder", default="vit-tiny", help="tile encoder whose architecture gets the weights")
+    p.add_argument(
+        "--encoder",
+        default="vit-tiny",
+        help="encoder whose reference gets random weights (NAME@D: D blocks)",
+    )
     p.add_argument("--out", required=True, help="output .safetensors")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=run_init_encoder)
@@ -104,8 +123,8 @@ def run_extract(args: argparse.Namespace) -> int:
         cast_weights=args.cast_weights,
     )
     cfg = ExtractConfig(
-        target_spacing_um=args.target_spacing,
-        tile_px=args.tile_px,
+        target_spacing_um=args.target_spacing or encoder.spec.spacing_um,
+        tile_px=args.tile_px or encoder.spec.tile_px,
         min_tissue=args.min_tissue,
         tolerance=args.tolerance,
         spacing_override_um=args.spacing_um,
@@ -118,9 +137,12 @@ def run_extract(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"extract: {len(jobs)} slide(s) -> {out_dir} | {encoder.name} on {encoder.device} "
-        f"({encoder.precision}) | {cfg.tile_px} px at {cfg.target_spacing_um} µm/px",
+        f"({encoder.precision}) | {cfg.tile_px} px at {cfg.target_spacing_um} µm/px | "
+        f"{encoder.embed_dim}-d embeddings",
         flush=True,
     )
+    if encoder.precision_note:
+        print(f"extract: {encoder.precision_note}", flush=True)
     written, skipped, failed, tiles, t0 = 0, 0, [], 0, time.perf_counter()
     for job in progress(jobs, unit="slide", desc="slides", disable=len(jobs) < 2):
         out = out_dir / f"{job.case_id}.h5"
@@ -150,3 +172,74 @@ def run_extract(args: argparse.Namespace) -> int:
     for case_id, message in failed:
         print(f"  failed {case_id}: {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def add_encoders_parser(sub) -> None:
+    p = sub.add_parser("encoders", help="list the tile encoders: width, size, cost, input, T4 time estimate")
+    p.add_argument("--tiles", type=int, default=10_000, help="tiles per slide for the T4 time column")
+    p.set_defaults(func=run_encoders)
+
+
+def encoder_table(tiles: int) -> list[dict]:
+    """One row per registered encoder (parameters and FLOPs counted on the meta device)."""
+    from survfusion.features.encoders import (
+        ENCODERS,
+        auto_precision,
+        flops_per_tile,
+        parameter_count,
+        t4_seconds,
+    )
+
+    rows = []
+    for name, spec in ENCODERS.items():
+        fast, slow = t4_seconds(name, tiles)
+        rows.append(
+            {
+                "name": name,
+                "model": spec.title,
+                "width": spec.embed_dim,
+                "params_M": parameter_count(name) / 1e6,
+                "GFLOPs_per_tile": flops_per_tile(name) / 1e9,
+                "input": f"{spec.tile_px} px @ {spec.spacing_um:g} µm/px -> "
+                f"{'centre ' if spec.fit == 'crop' else ''}{spec.input_px}",
+                "precision": f"{spec.precision} (T4: {auto_precision(spec, cuda_major=7)})",
+                "t4_s": (fast, slow),
+                "weights": spec.checkpoint,
+            }
+        )
+    return rows
+
+
+def run_encoders(args: argparse.Namespace) -> int:
+    from survfusion.features.encoders import T4_SUSTAINED_TFLOPS
+
+    if args.tiles < 1:
+        raise UserError("encoders: --tiles must be at least 1")
+    rows = encoder_table(args.tiles)
+    head = ["encoder", "width", "params", "GFLOPs/tile", "input", "precision (ref; T4 auto)",
+            f"T4 s / {args.tiles:,} tiles", "weights keys"]  # fmt: skip
+    body = [
+        [
+            r["name"],
+            str(r["width"]),
+            f"{r['params_M']:,.0f} M",
+            f"{r['GFLOPs_per_tile']:.1f}",
+            r["input"],
+            r["precision"],
+            f"{r['t4_s'][0]:,.0f}-{r['t4_s'][1]:,.0f}",
+            r["weights"],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    for row in [head, ["-" * w for w in widths], *body]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    lo16, hi16 = T4_SUSTAINED_TFLOPS["fp16"]
+    lo32, hi32 = T4_SUSTAINED_TFLOPS["fp32"]
+    print(
+        f"\nT4 time = FLOPs / a sustained {lo16}-{hi16} TFLOP/s in fp16 (13-30% of its 65 TFLOP/s "
+        f"tensor-core peak, the range that gives UNI 70-160 tiles/s) or {lo32}-{hi32} TFLOP/s in fp32 "
+        "(of 8.1): an estimate, not a measurement. vit-tiny is for tests; NAME@D is entry NAME cut to "
+        "D blocks."
+    )
+    return 0

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from survfusion.cli.data import add_synth_parser
-from survfusion.cli.extract import add_extract_parser, add_init_encoder_parser
+from survfusion.cli.extract import add_encoders_parser, add_extract_parser, add_init_encoder_parser
 from survfusion.cli.train import add_train_parsers
 from survfusion.errors import UserError
 
@@ -59,7 +59,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 PIPELINE = """\
 the pipeline, in order (each command's --help describes its options):
   synth        a synthetic cohort to try things on (or bring the CHIMERA data)
-  extract      slides -> one feature file per slide (UNI, or init-encoder's vit-tiny)
+  extract      slides -> one feature file per slide (UNI, or another of 'encoders')
   train        features + RNA + clinical -> a run folder with its bundle/
   evaluate     a bundle on a cohort: C-index with its interval, KM curves, heatmaps
   package      a run's bundle + the encoder's weights -> model/ (what the container mounts)
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="a bundle folder, or the training run or model directory holding it")
     p.set_defaults(func=_check_bundle)
     add_synth_parser(sub)
+    add_encoders_parser(sub)
     add_init_encoder_parser(sub)
     add_extract_parser(sub)
     add_train_parsers(sub)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from survfusion.errors import ComputeError, UserError
+from survfusion.features.encoders import ENCODERS, EncoderSpec, auto_precision, precision_note
 from survfusion.features.request import PRECISION_CHOICES
 
 # The oldest host driver the pinned torch's CUDA 12 runtime runs on (CUDA 12 minor-version
@@ -121,18 +122,23 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: fp16 below compute capability 8.0 (a T4 reports bf16 as supported but emulates it:
-    fp16 is its only fast path), bf16 from 8.0 (Ampere and newer), fp32 on the CPU.
-    Returns the compute dtype, or None for plain fp32."""
+def resolve_precision(
+    precision: str, device: torch.device, spec: EncoderSpec | None = None
+) -> tuple[torch.dtype | None, str | None]:
+    """The compute dtype (None: plain fp32) and, when ``auto`` departs from the encoder's reference
+    precision, one line saying so. ``auto`` (``encoders.auto_precision``): fp32 on the CPU and for an
+    encoder whose reference runs fp32; otherwise fp16 below compute capability 8.0 (a T4 reports bf16
+    as supported but emulates it: fp16 is its only fast path), bf16 from 8.0 (Ampere and newer)."""
     if precision not in PRECISION_CHOICES:
         raise UserError(f"precision: expected {', '.join(PRECISION_CHOICES)}, got {precision[:20]!r}")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
+    note = None
     if precision == "auto":
-        major, _ = torch.cuda.get_device_capability(device)
-        return torch.bfloat16 if major >= 8 else torch.float16
-    return torch.float16 if precision == "fp16" else torch.bfloat16
+        major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else None
+        spec = spec or ENCODERS["uni"]
+        precision = auto_precision(spec, cuda_major=major)
+        note = precision_note(spec, precision, cuda_major=major)
+    return DTYPES[precision], note
 
 
-DTYPE_NAMES = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}

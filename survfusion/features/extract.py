@@ -190,6 +190,8 @@ def embed_slide(
         "weights_sha256": encoder.weights_sha256,
         "precision": encoder.precision,
         "weights_dtype": encoder.weights_dtype,
+        "precision_note": encoder.precision_note,  # auto's departure from the reference's precision
+        "embed_dim": encoder.embed_dim,
         "target_spacing_um": cfg.target_spacing_um,
         "spacing_um": plan.read.spacing_um,
         "tile_px": cfg.tile_px,

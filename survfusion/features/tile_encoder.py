@@ -54,7 +54,7 @@ class TileEncoder:
     ) -> None:
         self.spec = encoder_spec(name)
         self.device = resolve_device(device)
-        self.autocast_dtype = resolve_precision(precision, self.device)
+        self.autocast_dtype, self.precision_note = resolve_precision(precision, self.device, self.spec)
         self.weights_path = Path(weights)
         hasher = ThreadPoolExecutor(max_workers=1)  # hashing overlaps building, loading, moving
         self._file_sha256 = hasher.submit(sha256_file, self.weights_path)
@@ -97,10 +97,17 @@ class TileEncoder:
         return self.precision if self.cast_weights else "fp32"
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, H, W, 3)`` -> normalised float ``(B, 3, input_px, input_px)`` on the device."""
+        """uint8 ``(B, H, W, 3)`` -> normalised float ``(B, 3, input_px, input_px)`` on the device:
+        area-resampled to the input (``fit`` resize), or to the encoder's tile side and then its
+        centre cropped to the input (``fit`` crop: Prov-GigaPath's 256 -> 224)."""
         x = tiles.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        if x.shape[-1] != self.spec.input_px or x.shape[-2] != self.spec.input_px:
-            x = F.interpolate(x, size=(self.spec.input_px, self.spec.input_px), mode="area")
+        spec = self.spec
+        side = spec.tile_px if spec.fit == "crop" else spec.input_px
+        if x.shape[-1] != side or x.shape[-2] != side:
+            x = F.interpolate(x, size=(side, side), mode="area")
+        if side != spec.input_px:
+            top = (side - spec.input_px) // 2
+            x = x[..., top : top + spec.input_px, top : top + spec.input_px]
         return (x - self._mean) / self._std
 
     def _forward(self, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

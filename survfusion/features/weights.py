@@ -1,9 +1,11 @@
 """Encoder weights: read strictly (safetensors, or ``torch.load(weights_only=True)``; never a pickle),
-check they fit the architecture key by key, make local random ones, convert to safetensors once.
+map the reference's key names to ours (``survfusion.features.checkpoints``), check they fit the
+architecture key by key, make local random ones, convert to safetensors once.
 
-Weights are never downloaded: ``uni`` needs the user's ``pytorch_model.bin`` (or a .safetensors);
-``vit-tiny`` gets its weights from ``python -m survfusion init-encoder``. Both go through the same
-strict loader (``strict=True``), and a file for another encoder fails naming the mismatch.
+Weights are never downloaded: a pathology encoder needs the user's file as its publisher ships it
+(UNI's ``pytorch_model.bin``, Phikon-v2's ``model.safetensors``, ...); ``init-encoder`` writes random
+ones in the same key names. All go through the same strict loader (``strict=True``), and a file for
+another encoder fails naming the mismatch.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from survfusion.errors import UserError
-from survfusion.features.encoders import build_architecture, build_timm_reference
+from survfusion.features.checkpoints import to_our_keys
+from survfusion.features.encoders import build_architecture, build_reference, encoder_spec
 from survfusion.fileio import sha256_file
 
 
-def map_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Foreign checkpoint keys -> timm keys: drop a ``module.`` (DataParallel) prefix shared by all."""
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return dict(state)
+def map_state_dict(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """A checkpoint of encoder ``name`` in its reference's key names -> our parameter names."""
+    return to_our_keys(state, encoder_spec(name).checkpoint)
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -86,7 +87,7 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, name: str) ->
 
     ``model`` may live on the ``meta`` device: the loaded tensors are then assigned to it (cast to the
     model's dtypes), so the weights exist once."""
-    state = map_state_dict(read_weights(path))
+    state = map_state_dict(read_weights(path), name)
     check_fit(model, state, path, name)
     expected = model.state_dict()
     on_meta = any(t.is_meta for t in expected.values())
@@ -99,10 +100,10 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, name: str) ->
 
 
 def init_encoder_weights(name: str, out: str | os.PathLike, *, seed: int = 0) -> str:
-    """Create random weights for ``name`` (deterministic in ``seed``; timm's initialisation) as
-    safetensors; returns sha256."""
+    """Create random weights for ``name`` (deterministic in ``seed``; the reference build's
+    initialisation, in its key names, as a published file has them) as safetensors; returns sha256."""
     torch.manual_seed(seed)
-    model = build_timm_reference(name)
+    model = build_reference(name)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     # One metadata key: safetensors orders several keys at random, and the file's sha256 must not vary.
@@ -112,15 +113,16 @@ def init_encoder_weights(name: str, out: str | os.PathLike, *, seed: int = 0) ->
 
 def convert_to_safetensors(name: str, src: str | os.PathLike, dst: str | os.PathLike) -> str:
     """Write the weights of ``src`` (any format ``read_weights`` takes) as safetensors at ``dst``, after
-    checking that they fit ``name`` strictly; keys in timm's naming, tensors as stored. Returns the
-    sha256 of ``dst``. Done once by ``package``, so the container never unpickles anything."""
+    checking that they fit ``name`` strictly. Returns the sha256 of ``dst``. Keys in our names (the
+    reference's mapped once; mapping our names again leaves them as they are), tensors as stored.
+    Done once by ``package``, so the container never unpickles anything."""
     raw = read_weights(src)
-    state = {k: v.contiguous() for k, v in map_state_dict(raw).items()}
+    state = {k: v.contiguous() for k, v in map_state_dict(raw, name).items()}
     with torch.device("meta"):
         check_fit(build_architecture(name), state, src, name)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     if Path(src).suffix == ".safetensors" and state.keys() == raw.keys():
-        shutil.copyfile(src, dst)  # already safe and in timm's names: keep the very bytes
+        shutil.copyfile(src, dst)  # already safe and in our names: keep the very bytes
     else:
         save_file(state, str(dst), metadata={"survfusion": f"encoder={name}"})
     return sha256_file(dst)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from survfusion.errors import BundleError, UserError
+from survfusion.features.encoders import encoder_spec
 from survfusion.features.request import ExtractConfig, FeatureRequest
 from survfusion.features.tile_encoder import TileEncoder
 from survfusion.features.weights import convert_to_safetensors
@@ -106,6 +107,19 @@ def bundle_request(bundle: Bundle, where: Path) -> FeatureRequest:
     )
 
 
+def check_width(bundle: Bundle, request: FeatureRequest, where: Path) -> None:
+    """Every member that reads the slide takes the width ``request.encoder`` embeds to, else one
+    ``BundleError`` naming both: features of one encoder never meet a model trained on another's."""
+    width = encoder_spec(request.encoder).embed_dim
+    for i, member in enumerate(bundle.members):
+        feat_dim = member.model.dims.feat_dim
+        if "hist" in member.model.uses and feat_dim != width:
+            raise BundleError(
+                f"bundle {where}: member {i} takes {feat_dim}-d tile features, but its feature request "
+                f"names {request.encoder!r}, which embeds to {width}-d; the bundle and its encoder disagree"
+            )
+
+
 def _encoder_files(enc_dir: Path, model_dir: Path) -> tuple[Path, dict]:
     """The weights file and its encoder.json (empty for a directory written by an older version)."""
     meta_path = enc_dir / ENCODER_META
@@ -137,6 +151,7 @@ def load_model(
     model_dir = Path(model_dir)
     bundle = load_bundle(model_dir / BUNDLE_DIR)
     request = bundle_request(bundle, model_dir / BUNDLE_DIR)
+    check_width(bundle, request, model_dir / BUNDLE_DIR)
     weights, meta = _encoder_files(model_dir / ENCODER_DIR, model_dir)
     if meta and meta.get("encoder") != request.encoder:
         raise BundleError(
@@ -163,6 +178,7 @@ def write_model_dir(
     out, encoder_weights = Path(out), Path(encoder_weights)
     bundle = load_bundle(Path(bundle_dir))
     request = bundle_request(bundle, Path(bundle_dir))
+    check_width(bundle, request, Path(bundle_dir))
     source_sha = sha256_file(encoder_weights)
     if source_sha != request.weights_sha256:
         raise BundleError(

@@ -104,6 +104,16 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
     dims = {b.shape[1] for b in bags}
     if len(dims) > 1:
         raise UserError(f"features {features}: files disagree on the feature size ({sorted(dims)})")
+    request = next(iter(requests.values()))
+    if request is not None and dims:
+        from survfusion.features.encoders import encoder_spec
+
+        width = encoder_spec(request.encoder).embed_dim
+        if dims != {width}:
+            raise UserError(
+                f"features {features}: {dims.pop()}-d tiles, but the files say {request.encoder!r}, "
+                f"which embeds to {width}-d; the files were altered or made by another tool"
+            )
     return CohortData(
         case_ids=[r["case_id"] for r in rows],
         cohort=np.array([r.get("cohort", "") for r in rows]),
@@ -114,7 +124,7 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
         clinical=[_read_json(cohort / CLINICAL_DIR / f"{r['case_id']}.json") for r in rows],
         rna_paths=[cohort / RNA_DIR / f"{r['case_id']}.json" for r in rows],
         tile_lv0=tile_lv0,
-        feature_request=next(iter(requests.values())),
+        feature_request=request,
     )
 
 

@@ -1,0 +1,99 @@
+"""Synthetic tile features of any registered encoder's width, for a synthetic cohort, without
+running the encoder: what lets a team try training, packaging and the bundle checks at UNI2-h's
+1536 or Virchow2's 2560 dimensions in seconds on a laptop.
+
+Each tile of a patient gets a tissue class drawn from the patient's planted mix (``oracle.csv``
+of ``survfusion.synth.cohort``), and its embedding is that class's prototype plus noise:
+``x = P[class] + 0.5 z + 0.3 [cohort 3B] s`` with ``P`` and ``s`` fixed random directions of the
+encoder's width (seeded by ``seed``) and ``z`` standard normal. So the planted tissue signal
+(tumour and lymphocyte fractions) is in the bags, as it is in the slides' real embeddings.
+
+The files are feature files like any other (``survfusion.features.h5``): a ``FeatureRequest``
+naming the encoder, the sha256 of the weights file given (so ``package`` accepts those weights),
+the encoder's default tiling, and ``synthetic`` saying how they were made. A model trained on them
+is for testing the pipeline: a real slide's embeddings are not these.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+import survfusion
+from survfusion.errors import UserError
+from survfusion.features.encoders import encoder_spec
+from survfusion.features.h5 import write_features
+from survfusion.features.request import DEFAULT_MIN_TISSUE, REQUEST_ATTR, FeatureRequest
+from survfusion.fileio import canonical_json, sha256_file
+from survfusion.slides.geometry import DEFAULT_TOLERANCE
+from survfusion.synth.cohort import CLASSES
+from survfusion.training.cohort import ORACLE_FILE
+
+NOT_WEIGHTS = "0" * 64  # the weights_sha256 of features made without a weights file
+HOW = "synthetic: class prototype + N(0, 0.5^2) per tile from the planted tissue mix; not an encoder's output"
+
+
+def read_mixes(cohort: Path) -> dict[str, np.ndarray]:
+    """case id -> planted tissue-class fractions, from a synthetic cohort's oracle.csv."""
+    path = cohort / ORACLE_FILE
+    if not path.is_file():
+        raise UserError(
+            f"synth-features: {path} not found; give a cohort written by 'python -m survfusion synth'"
+        )
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {r["case_id"]: np.array([float(r[f"frac_{c}"]) for c in CLASSES]) for r in rows}
+
+
+def write_synthetic_features(
+    cohort: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    encoder: str,
+    weights: str | os.PathLike | None = None,
+    tiles: int = 64,
+    seed: int = 0,
+) -> int:
+    """One ``<case_id>.h5`` per patient of ``cohort`` in ``out``; returns the feature width."""
+    spec = encoder_spec(encoder)
+    if not 1 <= tiles <= 100_000:
+        raise UserError(f"synth-features: --tiles must be 1..100000, got {tiles}")
+    mixes = read_mixes(Path(cohort))
+    width = spec.embed_dim
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(size=(len(CLASSES), width)) / np.sqrt(width) * 4.0
+    shift = rng.normal(size=width) / np.sqrt(width) * 4.0
+    request = FeatureRequest(
+        encoder=spec.name,
+        weights_sha256=sha256_file(weights) if weights else NOT_WEIGHTS,
+        precision="fp32",
+        target_spacing_um=spec.spacing_um,
+        tile_px=spec.tile_px,
+        min_tissue=DEFAULT_MIN_TISSUE,
+        tolerance=DEFAULT_TOLERANCE,
+    )
+    side = int(np.ceil(np.sqrt(tiles)))
+    coords = np.array([(i % side, i // side) for i in range(tiles)], np.int64) * spec.tile_px * 2
+    for case_id, mix in mixes.items():
+        case_rng = np.random.default_rng([seed, int.from_bytes(case_id.encode(), "little") % 2**32])
+        classes = case_rng.choice(len(CLASSES), size=tiles, p=mix / mix.sum())
+        x = prototypes[classes] + 0.5 * case_rng.normal(size=(tiles, width))
+        if case_id.startswith("3B"):
+            x += 0.3 * shift
+        attrs = {
+            REQUEST_ATTR: canonical_json(request.to_dict()).decode(),
+            "encoder": spec.name,
+            "weights_sha256": request.weights_sha256,
+            "precision": "fp32",
+            "embed_dim": width,
+            "target_spacing_um": spec.spacing_um,
+            "tile_px": spec.tile_px,
+            "tile_lv0": spec.tile_px * 2,
+            "synthetic": HOW,
+            "survfusion_version": survfusion.__version__,
+        }
+        write_features(Path(out) / f"{case_id}.h5", x.astype(np.float32), coords, attrs)
+    return width
