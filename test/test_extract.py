@@ -212,7 +212,10 @@ def test_unknown_encoder_and_missing_weights_are_one_line_errors(tmp_path, cohor
             "w.bin",
         ]
     )
-    assert rc == 2 and "unknown encoder 'dino'; valid encoders: uni, uni2-h, virchow2," in capsys.readouterr().err
+    assert (
+        rc == 2
+        and "unknown encoder 'dino'; valid encoders: uni, uni2-h, virchow2," in capsys.readouterr().err
+    )
 
 
 def test_real_cc0_slide_opens_tiles_and_embeds(weights):
