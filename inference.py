@@ -106,6 +106,8 @@ def main(argv=None) -> int:
         name = f"{model.bundle.model_name} + {model.encoder.name} ({model.encoder.precision})"
         where = describe_device(model.encoder.device)
         log(f"load     {time.perf_counter() - t_load:7.2f} s  {name} on {where}")
+        if model.encoder.precision_note:  # e.g. UNI2-h's bf16 recipe on a T4, which has no fast bf16
+            log(f"precision        {model.encoder.precision_note}")
         prediction = predict_case(files, model, strict=args.strict, log=log, warn=warn)
         path = write_output(args.output, prediction.months)
         if model.encoder.device.type == "cuda":

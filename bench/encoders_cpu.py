@@ -98,11 +98,14 @@ def memory_check() -> None:
         size = path.stat().st_size
         took = time.perf_counter() - t0
         print(f"memory: wrote {size / 2**30:.2f} GiB of random h-optimus-0 weights in {took:.0f} s")
+        # VmHWM, the peak RSS of this process's own memory map (ru_maxrss would carry over the
+        # parent's peak across exec on Linux).
         code = (
-            "import resource, time; from survfusion.features.tile_encoder import TileEncoder; "
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t = time.perf_counter(); "
+            "import re, time; hwm = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status')"
+            ".read()).group(1)); from survfusion.features.tile_encoder import TileEncoder; "
+            "base = hwm(); t = time.perf_counter(); "
             f"e = TileEncoder('h-optimus-0', {str(path)!r}, device='cpu'); e.file_sha256; "
-            "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t)"
+            "print(base, hwm(), time.perf_counter() - t)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         base_kb, peak_kb, seconds = out.split()
