@@ -26,9 +26,8 @@ import survfusion
 from survfusion.errors import UserError
 from survfusion.features.encoders import encoder_spec
 from survfusion.features.h5 import write_features
-from survfusion.features.request import DEFAULT_MIN_TISSUE, REQUEST_ATTR, FeatureRequest
+from survfusion.features.request import REQUEST_ATTR, ExtractConfig, FeatureRequest
 from survfusion.fileio import canonical_json, sha256_file
-from survfusion.slides.geometry import DEFAULT_TOLERANCE
 from survfusion.synth.cohort import CLASSES
 from survfusion.training.cohort import ORACLE_FILE
 
@@ -70,10 +69,7 @@ def write_synthetic_features(
         encoder=spec.name,
         weights_sha256=sha256_file(weights) if weights else NOT_WEIGHTS,
         precision="fp32",
-        target_spacing_um=spec.spacing_um,
-        tile_px=spec.tile_px,
-        min_tissue=DEFAULT_MIN_TISSUE,
-        tolerance=DEFAULT_TOLERANCE,
+        **ExtractConfig(target_spacing_um=spec.spacing_um, tile_px=spec.tile_px).tiling(),
     )
     side = int(np.ceil(np.sqrt(tiles)))
     coords = np.array([(i % side, i // side) for i in range(tiles)], np.int64) * spec.tile_px * 2
