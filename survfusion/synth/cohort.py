@@ -6,7 +6,9 @@ RNA JSON over the 19,359 real gene symbols with DESeq2-like magnitudes, clinical
 schema's fields and categories (label fields included, as in the real files), ``outcomes.csv``,
 and the oracle (``oracle.csv``, ``oracle.json``).
 
-The planted log-hazard of patient i is ``ORACLE_FORMULA`` (below, also written to oracle.json).
+The planted log-hazard of patient i is its world's formula (``survfusion.synth.worlds``: ``default``,
+``histology``, ``needle``, ``clinical``, ``null``), a sum of named terms plus noise, all written to
+oracle.csv per patient and summarised in oracle.json (the noise-free C-index and each term's).
 
 Times follow a Weibull proportional-hazards model, ``S(t) = exp(-(t / lam)^0.6 exp(eta))`` (events
 early), censored by a uniform follow-up over 5-200 months, with ``lam`` solved so that the event rate
@@ -37,6 +39,8 @@ from survfusion.serving.sockets import (
     WSI_SLUG,
 )
 from survfusion.slides.tiffwrite import write_mask, write_pyramid
+from survfusion.synth.worlds import NEEDLE_FRACTION, NOISE_SD, Inputs, oracle_summary
+from survfusion.synth.worlds import world as world_spec
 from survfusion.training.cohort import (
     CLINICAL_DIR,
     MASKS_DIR,
@@ -47,17 +51,10 @@ from survfusion.training.cohort import (
 )
 
 SPACING_UM = 0.25
-ORACLE_FORMULA = """\
-eta_i = 1.2 (tumour_i - 0.3)                 tissue: fraction of tumour-class tiles
-      + 0.6 g_i                              a gene program (60 genes scaled by exp(0.8 g))
-      + 1.2 (lymph_i - 0.15) g_i             cross-modal: lymphocyte-rich tissue matters with g
-      + 0.4 [T1HG] + 0.3 [G3] + 0.4 [BRS3] - 0.3 [BRS1] + 0.3 [Highest risk]
-      - 0.3 [cohort 3B]                      cohort shift (3B slides are also stained bluer)
-      + N(0, 0.5)                            noise
-"""
 CELL_PX = 896  # one 224-px tile at 1.0 µm/px: tissue classes come in grid-aligned cells
 MASK_DOWNSAMPLE = 16
-CLASSES = ("tumour", "stroma", "lymphocytes", "necrosis")
+# The fifth class (budding) is drawn in the needle world only; elsewhere its fraction is 0.
+CLASSES = ("tumour", "stroma", "lymphocytes", "necrosis", "budding")
 N_PROGRAM_GENES = 60
 EVENT_RATE = 0.36
 WEIBULL_SHAPE = 0.6
@@ -67,10 +64,11 @@ WEIBULL_SHAPE = 0.6
 class Patient:
     case_id: str
     cohort: str
-    mix: np.ndarray  # fraction of each tissue class
+    mix: np.ndarray  # fraction of each tissue class (CLASSES)
     program: float
     clinical: dict
-    log_hazard: float
+    log_hazard: float  # the sum of ``terms`` and the noise
+    terms: dict[str, float]  # the world's named terms (survfusion.synth.worlds), without the noise
     time_months: float
     event: bool
     seed: int
@@ -101,16 +99,6 @@ def _clinical(rng: np.random.Generator) -> dict:
     return rec
 
 
-def _log_hazard(mix: np.ndarray, g: float, rec: dict, cohort: str) -> float:
-    tumour, lymph = mix[0], mix[2]
-    eta = 1.2 * (tumour - 0.3) + 0.6 * g + 1.2 * (lymph - 0.15) * g
-    eta += 0.4 * (rec["stage"] == "T1HG") + 0.3 * (rec["grade"] == "G3")
-    eta += (
-        0.4 * (rec["BRS"] == "BRS3") - 0.3 * (rec["BRS"] == "BRS1") + 0.3 * (rec["EORTC"] == "Highest risk")
-    )
-    return float(eta - 0.3 * (cohort == "3B"))
-
-
 def _outcomes(eta: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Weibull PH event times with a scale solved for the target event rate; uniform follow-up."""
     e = rng.exponential(size=eta.size)
@@ -130,20 +118,37 @@ def _outcomes(eta: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     return time, event
 
 
-def make_patients(n: int, seed: int) -> list[Patient]:
-    """Patients with ids like 3A_001 / 3B_001 in the real cohort's proportion (125 : 51)."""
+def _with_needle(mixes: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """The tissue mixes with the budding class appended: 0 for everyone, or (needle world) a
+    fraction ``NEEDLE_FRACTION`` of the tiles of a ``share`` of the patients, taken evenly from the
+    other classes. Its own random stream, so the other draws of a seed stay as they were."""
+    out = np.concatenate([mixes, np.zeros((len(mixes), 1))], axis=1)
+    if share > 0:
+        rng = np.random.default_rng([seed, 7])
+        carrier = rng.random(len(mixes)) < share
+        frac = rng.uniform(*NEEDLE_FRACTION, len(mixes))
+        out[carrier, :4] *= (1 - frac[carrier])[:, None]
+        out[carrier, 4] = frac[carrier]
+    return out
+
+
+def make_patients(n: int, seed: int, world: str = "default") -> list[Patient]:
+    """Patients with ids like 3A_001 / 3B_001 in the real cohort's proportion (125 : 51), their
+    log-hazard from ``world`` (``survfusion.synth.worlds``)."""
+    spec = world_spec(world)
     rng = np.random.default_rng(seed)
     n_3a = round(n * 125 / 176) if n > 1 else 1
     ids = [("3A", f"3A_{i + 1:03d}") for i in range(n_3a)] + [
         ("3B", f"3B_{i + 1:03d}") for i in range(n - n_3a)
     ]
-    mixes = rng.dirichlet([1.5, 2.0, 1.0, 0.8], size=n)
+    mixes = _with_needle(rng.dirichlet([1.5, 2.0, 1.0, 0.8], size=n), spec.needle_share, seed)
     programs = rng.normal(size=n)
     records = [_clinical(rng) for _ in range(n)]
-    eta = np.array(
-        [_log_hazard(m, g, r, c) for m, g, r, (c, _) in zip(mixes, programs, records, ids, strict=True)]
-    )
-    eta += rng.normal(0.0, 0.5, n)
+    terms = [
+        spec.terms(Inputs(m, g, r, c)) for m, g, r, (c, _) in zip(mixes, programs, records, ids, strict=True)
+    ]
+    eta = np.array([float(sum(t.values(), 0.0)) for t in terms])
+    eta += rng.normal(0.0, NOISE_SD, n)
     time, event = _outcomes(eta, rng)
     seeds = rng.integers(0, 2**31, n)
     return [
@@ -154,6 +159,7 @@ def make_patients(n: int, seed: int) -> list[Patient]:
             float(programs[i]),
             records[i],
             float(eta[i]),
+            {k: float(v) for k, v in terms[i].items()},
             float(time[i]),
             bool(event[i]),
             int(seeds[i]),
@@ -170,6 +176,7 @@ def _swatch(cls: int, rng: np.random.Generator, stain: np.ndarray) -> np.ndarray
         ((225, 150, 185), 0.002, 25.0, 8),  # stroma: pink with fibres
         ((200, 120, 175), 0.03, 0.0, 10),  # lymphocytes: pink with many small dark dots
         ((215, 190, 195), 0.0, 0.0, 20),  # necrosis: pale, mottled
+        ((80, 35, 120), 0.05, 0.0, 12),  # budding: dark blue-purple, packed with nuclei
     ][cls]
     img = np.empty((CELL_PX, CELL_PX, 3), np.float32)
     img[:] = np.asarray(base, np.float32) * stain
@@ -204,7 +211,10 @@ def render_slide(patient: Patient, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Level-0 RGB image and the tissue blob at 1/MASK_DOWNSAMPLE resolution."""
     rng = np.random.default_rng(patient.seed)
     stain = np.array([0.92, 0.97, 1.06], np.float32) if patient.cohort == "3B" else np.ones(3, np.float32)
-    swatches = [[_swatch(c, rng, stain) for _ in range(2)] for c in range(len(CLASSES))]
+    swatches = [[_swatch(c, rng, stain) for _ in range(2)] for c in range(4)]
+    if patient.mix[4] > 0:  # from a stream of its own: the slides of the other worlds are unchanged
+        needle_rng = np.random.default_rng([patient.seed, 11])
+        swatches.append([_swatch(4, needle_rng, stain) for _ in range(2)])
     cells = size // CELL_PX
     blob = _tissue_blob(size, rng, MASK_DOWNSAMPLE)
     blob[cells * CELL_PX // MASK_DOWNSAMPLE :, :] = False  # tissue only where cells are drawn
@@ -303,14 +313,17 @@ def write_cohort(
     slide_px: int = 8192,
     workers: int | None = None,
     progress=None,
+    world: str = "default",
+    slides: bool = True,
 ) -> dict:
-    """Write the whole cohort; returns the oracle summary (also in ``oracle.json``)."""
+    """Write the whole cohort of ``world``; returns the oracle summary (also in ``oracle.json``).
+    ``slides=False`` leaves out the slides and masks (a cohort for ``synth-features`` alone)."""
     out = Path(out)
     if slide_px % MASK_DOWNSAMPLE or slide_px < CELL_PX:
         raise UserError(
             f"--slide-px must be a multiple of {MASK_DOWNSAMPLE} and >= {CELL_PX}, got {slide_px}"
         )
-    pts = make_patients(patients, seed)
+    pts = make_patients(patients, seed, world)
     genes, mu, program = _rna_baseline()
     for p in pts:
         _write_json(out / RNA_DIR / f"{p.case_id}.json", rna_values(p, genes, mu, program))
@@ -319,13 +332,8 @@ def write_cohort(
         w = csv.writer(f)
         w.writerow(["case_id", "cohort", "time_months", "event"])
         w.writerows([p.case_id, p.cohort, p.time_months, int(p.event)] for p in pts)
-    with open(out / ORACLE_FILE, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case_id", "log_hazard", "program", *[f"frac_{c}" for c in CLASSES]])
-        w.writerows(
-            [p.case_id, round(p.log_hazard, 6), round(p.program, 6), *np.round(p.mix, 6)] for p in pts
-        )
-    jobs = [(p, slide_px, out, 255 if i % 2 == 0 else 1) for i, p in enumerate(pts)]
+    _write_oracle_csv(out / ORACLE_FILE, pts)
+    jobs = [(p, slide_px, out, 255 if i % 2 == 0 else 1) for i, p in enumerate(pts)] if slides else []
     workers = workers or min(2, os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -337,20 +345,46 @@ def write_cohort(
             _cohort_worker(job)
             if progress:
                 progress(job[0].case_id)
-    return write_oracle(out, pts, seed)
+    return write_oracle(out, pts, seed, world)
 
 
-def write_oracle(out: Path, pts: list[Patient], seed: int) -> dict:
+NOISE_FREE_COLUMN = "noise_free_log_hazard"
+
+
+def _write_oracle_csv(path: Path, pts: list[Patient]) -> None:
+    """Per patient: the log-hazard (with its noise), the noise-free one, the programme, the tissue
+    fractions and each of the world's terms."""
+    names = sorted({k for p in pts for k in p.terms})
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["case_id", "log_hazard", NOISE_FREE_COLUMN, "program", *[f"frac_{c}" for c in CLASSES]]
+            + [f"term_{k}" for k in names]
+        )
+        w.writerows(
+            [p.case_id, round(p.log_hazard, 6), round(sum(p.terms.values(), 0.0), 6), round(p.program, 6)]
+            + [*np.round(p.mix, 6)]
+            + [round(p.terms.get(k, 0.0), 6) for k in names]
+            for p in pts
+        )
+
+
+def write_oracle(out: Path, pts: list[Patient], seed: int, world: str = "default") -> dict:
     from survfusion.nets.survival import concordance_index  # scikit-survival: for the oracle only
 
     time = np.array([p.time_months for p in pts])
     event = np.array([p.event for p in pts])
     eta = np.array([p.log_hazard for p in pts])
+    spec = world_spec(world)
     summary = {
         "patients": len(pts),
         "seed": seed,
+        "world": spec.name,
+        "world_what": spec.what,
         "event_rate": float(event.mean()),
+        # with the noise, which no model can know: a description of this draw, not a ceiling
         "oracle_c_index": concordance_index(time, event, eta),
+        **oracle_summary(time, event, [p.terms for p in pts]),
         "by_cohort": {
             c: {
                 "patients": int(m.sum()),
@@ -360,7 +394,7 @@ def write_oracle(out: Path, pts: list[Patient], seed: int) -> dict:
             for c in ("3A", "3B")
             if (m := np.array([p.cohort == c for p in pts])).any()
         },
-        "formula": ORACLE_FORMULA.strip(),
+        "formula": spec.formula,
     }
     _write_json(out / "oracle.json", summary)
     return summary

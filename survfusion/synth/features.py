@@ -44,7 +44,8 @@ def read_mixes(cohort: Path) -> dict[str, np.ndarray]:
         )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {r["case_id"]: np.array([float(r[f"frac_{c}"]) for c in CLASSES]) for r in rows}
+    # a cohort written before the budding class (needle world) existed has no column for it: 0
+    return {r["case_id"]: np.array([float(r.get(f"frac_{c}") or 0.0) for c in CLASSES]) for r in rows}
 
 
 def write_synthetic_features(
@@ -63,8 +64,10 @@ def write_synthetic_features(
     mixes = read_mixes(Path(cohort))
     width = spec.embed_dim
     rng = np.random.default_rng(seed)
-    prototypes = rng.normal(size=(len(CLASSES), width)) / np.sqrt(width) * 4.0
+    prototypes = rng.normal(size=(4, width)) / np.sqrt(width) * 4.0
     shift = rng.normal(size=width) / np.sqrt(width) * 4.0
+    # the budding class (needle world) last, so the other classes' prototypes are what they were
+    prototypes = np.concatenate([prototypes, rng.normal(size=(1, width)) / np.sqrt(width) * 4.0])
     request = FeatureRequest(
         encoder=spec.name,
         weights_sha256=sha256_file(weights) if weights else NOT_WEIGHTS,
