@@ -16,6 +16,7 @@ from survfusion.serving.preprocess import clinical_schema, reference_genes
 from survfusion.serving.sockets import CLINICAL_FILE, RNA_FILE
 from survfusion.synth.cohort import make_patients, write_case, write_cohort
 from survfusion.training.dataset import load_cohort, strata_of, stratified_folds, stratified_split
+from survfusion.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -273,7 +274,7 @@ def test_reference_code_recipe_options(small, tmp_path):
     what its name says."""
     from pathlib import Path
 
-    from survfusion.training.train import TrainConfig, Trainer, xavier_normal_init
+    from survfusion.training.train import Trainer, xavier_normal_init
 
     _, cohort, feats, _ = small
     ref = Path(__file__).resolve().parents[1] / "configs" / "reference-code.json"
@@ -363,8 +364,11 @@ def test_outer_test_protocol_never_trains_on_its_test_patients(small, tmp_path, 
     order = [data.case_ids.index(c) for c in (r["case_id"] for r in rows)]
     pool = np.setdiff1d(np.arange(len(data)), order)
     cfg = json.loads(config.read_text())
-    d = design(data, pool, np.array(order), "clinical+rna", top_genes=cfg["rna_top_genes"], log1p=False)
-    risk = fit_baseline("RSF_ClinRNA", d.x_train, data.time_months[pool], data.event[pool], seed=0)(d.x_test)
+    d = design(data, pool, "clinical+rna", cfg=TrainConfig.from_overrides(cfg))
+    risk_of = fit_baseline(
+        "RSF_ClinRNA", d.matrix(data, pool), data.time_months[pool], data.event[pool], seed=0
+    )
+    risk = risk_of(d.matrix(data, np.array(order)))
     np.testing.assert_allclose([float(r["risk"]) for r in rows], risk, rtol=1e-12)  # the same forest
     assert main([*args, "--only", "0", "--seed", "1"]) == 2  # other settings never mix into one folder
     assert "other settings" in capsys.readouterr().err
@@ -389,14 +393,16 @@ def test_a_linear_baseline_trains_packages_and_serves_the_sample_case(small, tmp
     data = load_cohort(cohort, feats)
     cfg = json.loads((run / "config.json").read_text())
     tr, va = stratified_split(strata_of(data), val_fraction=cfg["val_fraction"], seed=cfg["seed"])
-    d = design(data, tr, va, "clinical+rna", top_genes=cfg["rna_top_genes"], log1p=cfg["rna_log1p"])
-    want = fit_baseline("CoxNet_ClinRNA", d.x_train, data.time_months[tr], data.event[tr], seed=cfg["seed"])
+    d = design(data, tr, "clinical+rna", cfg=TrainConfig.from_overrides(cfg))
+    want = fit_baseline(
+        "CoxNet_ClinRNA", d.matrix(data, tr), data.time_months[tr], data.event[tr], seed=cfg["seed"]
+    )
     bundle = load_bundle(run / "bundle")
     from survfusion.training.evaluate import cohort_risks
 
     got = cohort_risks(bundle, data, va)[0]
     # float32 weights folded from float64 coefficients on standardised inputs: ~1e-6 relative
-    np.testing.assert_allclose(got, want(d.x_test), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, want(d.matrix(data, va)), rtol=1e-4, atol=1e-4)
     weights = root / "vit-tiny.safetensors"
     assert main(["package", "--run", str(run), "--encoder-weights", str(weights), "--out",
                  str(tmp_path / "model")]) == 0  # fmt: skip

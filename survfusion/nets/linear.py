@@ -6,6 +6,11 @@ travels in a bundle, so that the same container serves it with the same checks o
 folded into ``w`` and ``b`` once (``from_standardised``). The RNA score rides in the first entry of
 the 128-d RNA embedding (the rest are 0), so a missing RNA file is replaced by its training mean like
 any other model's; the slide is not used (``uses``), and the container does not embed it.
+
+``LinearCox_Hist`` (``CoxNet_ClinRNAHist``) adds ``w_h . mean_n(tiles_n)``: the slide's mean tile
+embedding, whose principal-component scores the baseline was fitted on, is linear in the tiles, so
+the projection folds into one ``Linear(D, 1)`` too; its score rides in the first entry of the 512-d
+slide embedding, and the "attention" it reports is the mean's uniform weight.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from survfusion.nets.models import RNA_DIM, Embeddings, SurvivalModel
+from survfusion.nets.models import HIST_DIM, RNA_DIM, Embeddings, SurvivalModel
 from survfusion.nets.registry import ModelDims, register
 
 
@@ -30,19 +35,37 @@ class _RnaScore(nn.Module):
         return F.pad(self.score(rna), (0, RNA_DIM - 1))
 
 
+class _MeanScore(nn.Module):
+    """``(B, N, D), mask -> (B, 512), (B, N)``: ``w . (mean of the real tiles - center)`` in column 0,
+    and the mean's weights (1/n on each real tile; a bag without tiles has mean 0). ``center`` (the
+    training mean) is subtracted before the product: slides' means differ little, and folding
+    ``w . center`` into a bias would cancel most of float32's digits."""
+
+    def __init__(self, feat_dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(feat_dim, 1, bias=False)
+        self.register_buffer("center", torch.zeros(feat_dim))
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = mask.to(features.dtype)
+        weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1.0)
+        mean = torch.einsum("bn,bnd->bd", weight, features.masked_fill(~mask.unsqueeze(-1), 0.0))
+        return F.pad(self.score(mean - self.center), (0, HIST_DIM - 1)), weight
+
+
 @register("LinearCox")
 class LinearCox(SurvivalModel):
-    uses = ("rna", "clinical")
+    uses: tuple[str, ...] = ("rna", "clinical")
 
     def __init__(self, dims: ModelDims) -> None:
         nn.Module.__init__(self)
         self.dims = dims
-        self.mil = None
+        self.mil = _MeanScore(dims.feat_dim) if "hist" in self.uses else None
         self.rna_encoder = _RnaScore(dims.rna_dim)
         self.clinical_score = nn.Linear(dims.clinical_dim, 1)
 
     def fuse(self, emb: Embeddings) -> torch.Tensor:
-        return self.clinical_score(emb.clinical).squeeze(-1) + emb.rna[:, 0]
+        return self.clinical_score(emb.clinical).squeeze(-1) + emb.rna[:, 0] + emb.hist[:, 0]
 
     @torch.no_grad()
     def from_standardised(
@@ -52,19 +75,35 @@ class LinearCox(SurvivalModel):
         sd: np.ndarray,
         clinical_columns: list[int],
         rna_columns: list[int],
+        hist_columns: list[int] = (),  # type: ignore[assignment]
+        hist_projection: dict[str, np.ndarray] | None = None,
     ) -> LinearCox:
         """Set the weights so that ``risk(x) = beta . (x[cols] - mean) / sd`` for the design columns
-        ``clinical_columns`` (indices into the clinical vector) then ``rna_columns`` (into the RNA
-        vector); every other input weighs 0."""
+        ``clinical_columns`` (indices into the clinical vector), then ``rna_columns`` (into the RNA
+        vector), then ``hist_columns`` (into the slide's principal-component scores
+        ``components @ ((mean tile - center) / scale)`` of ``hist_projection``); every other input
+        weighs 0."""
         w = np.asarray(beta, np.float64) / np.asarray(sd, np.float64)
-        n_clin = len(clinical_columns)
+        n_clin, n_rna = len(clinical_columns), len(rna_columns)
         clin_w = np.zeros(self.dims.clinical_dim)
         clin_w[clinical_columns] = w[:n_clin]
         rna_w = np.zeros(self.dims.rna_dim)
-        rna_w[rna_columns] = w[n_clin:]
+        rna_w[rna_columns] = w[n_clin : n_clin + n_rna]
+        bias = -np.dot(w, mean)
+        if len(hist_columns):
+            assert hist_projection is not None and isinstance(self.mil, _MeanScore)
+            v = w[n_clin + n_rna :]
+            u = hist_projection["components"][list(hist_columns)].T @ v / hist_projection["scale"]
+            self.mil.center.copy_(torch.from_numpy(hist_projection["center"]))
+            self.mil.score.weight.copy_(torch.from_numpy(u)[None])
         self.clinical_score.weight.copy_(torch.from_numpy(clin_w)[None])
-        self.clinical_score.bias.fill_(float(-np.dot(w, mean)))
+        self.clinical_score.bias.fill_(float(bias))
         rna_score = self.rna_encoder
         assert isinstance(rna_score, _RnaScore)
         rna_score.score.weight.copy_(torch.from_numpy(rna_w)[None])
         return self
+
+
+@register("LinearCox_Hist")
+class LinearCoxHist(LinearCox):
+    uses = ("hist", "rna", "clinical")

@@ -123,7 +123,9 @@ class SurvivalModel(nn.Module):
     def __init__(self, dims: ModelDims) -> None:
         super().__init__()
         self.dims = dims
-        self.mil = GatedAttentionMIL(dims.feat_dim, dims.dropout) if "hist" in self.uses else None
+        self.mil: nn.Module | None = (
+            GatedAttentionMIL(dims.feat_dim, dims.dropout) if "hist" in self.uses else None
+        )
         self.rna_encoder: nn.Module | None = (
             RnaEncoder(dims.rna_dim, dims.dropout) if "rna" in self.uses else None
         )
@@ -253,6 +255,27 @@ def pad_bags(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out[i, : len(bag)] = bag
         mask[i, : len(bag)] = True
     return out, mask
+
+
+@torch.no_grad()
+def mean_embeddings(
+    model: SurvivalModel, bags: list[torch.Tensor], clinical: torch.Tensor, rna: torch.Tensor, *,
+    batch_size: int = 16, device: torch.device | str | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Mean of each modality's embedding over ``P`` patients (eval mode), float64: the stand-in for
+    a modality that is missing at inference (computed over the training patients)."""
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    sums: dict[str, torch.Tensor] = {}
+    for s in range(0, len(bags), batch_size):
+        feats, mask = pad_bags(bags[s : s + batch_size])
+        emb = model.encode(
+            feats.to(device), clinical[s : s + batch_size].to(device), rna[s : s + batch_size].to(device),
+            mask.to(device),
+        )  # fmt: skip
+        for k, v in emb.as_dict().items():
+            sums[k] = sums.get(k, 0) + v.double().sum(0).cpu()
+    return {k: (v / len(bags)).numpy() for k, v in sums.items()}
 
 
 @torch.inference_mode()

@@ -196,6 +196,10 @@ class RnaVectorizer:
     least 1) is clipped to that bound, or above ``RNA_ABSOLUTE_MAX`` when the vectorizer has no
     training maxima (bundles from before they were stored); genes outside the order are ignored.
     ``log1p`` (off by default, as in the paper) applies ``log(1 + x)`` after the repairs.
+
+    ``projection`` (an option, fitted on the training patients by ``survfusion.training.design``):
+    the gene vector ``x`` (after ``log1p``) becomes ``k`` principal-component scores
+    ``z = components @ ((x - center) / scale)``, ``components`` ``(k, G)``, so ``dim`` is ``k``.
     """
 
     def __init__(
@@ -203,7 +207,8 @@ class RnaVectorizer:
         genes: Sequence[str] | None = None,
         *,
         log1p: bool = False,
-        train_max: Sequence[float] | None = None,
+        train_max: Sequence[float] | np.ndarray | None = None,
+        projection: Mapping | None = None,
     ) -> None:
         self.genes = list(reference_genes() if genes is None else genes)
         if len(set(self.genes)) != len(self.genes):
@@ -220,19 +225,42 @@ class RnaVectorizer:
             if self.train_max is None
             else RNA_MAX_FACTOR * np.maximum(self.train_max, 1.0)
         )
+        self.projection = None if projection is None else _check_projection(projection, len(self.genes))
 
     def with_train_max(self, raw: np.ndarray) -> RnaVectorizer:
         """This vectorizer with the per-gene maxima of ``raw`` (training rows x this order's genes)."""
-        return RnaVectorizer(self.genes, log1p=self.log1p, train_max=np.asarray(raw, np.float64).max(axis=0))
+        return RnaVectorizer(
+            self.genes, log1p=self.log1p, train_max=np.asarray(raw, np.float64).max(axis=0),
+            projection=self.projection,
+        )  # fmt: skip
+
+    def with_projection(self, projection: Mapping | None) -> RnaVectorizer:
+        """This vectorizer followed by ``projection`` (``center``, ``scale``, ``components``)."""
+        return RnaVectorizer(self.genes, log1p=self.log1p, train_max=self.train_max, projection=projection)
 
     @property
     def dim(self) -> int:
-        return len(self.genes)
+        return len(self.genes) if self.projection is None else len(self.projection["components"])
 
     def transform(self, expression: Mapping) -> Encoded:
+        out, warnings, extra = self._repaired(expression)
+        too_large = out > self._bound
+        if too_large.any():
+            basis = "100x the gene's largest training value" if self.train_max is not None else "1e7"
+            warnings.append(f"RNA: {int(too_large.sum())} values above {basis}; clipped to that bound")
+        return Encoded(self.finish(out[None])[0].astype(np.float32), warnings + extra)
+
+    def repaired(self, expression: Mapping) -> tuple[np.ndarray, list[str]]:
+        """The gene vector ``(G,)`` float64 before ``finish`` (missing, non-numeric and negative
+        values set to 0) and a warning for each kind of repair."""
+        out, warnings, extra = self._repaired(expression)
+        return out, warnings + extra
+
+    def _repaired(self, expression: Mapping) -> tuple[np.ndarray, list[str], list[str]]:
         if not isinstance(expression, Mapping):
             raise UserError(f"RNA: expected a JSON object gene -> value, got {type(expression).__name__}")
-        out = np.zeros(self.dim, dtype=np.float64)
+        n = len(self.genes)
+        out = np.zeros(n, dtype=np.float64)
         found = bad = extra = negative = 0
         reference = _reference_set()
         for gene, value in expression.items():
@@ -250,7 +278,6 @@ class RnaVectorizer:
                 negative += 1
                 number = 0.0
             out[i] = number
-        n = self.dim
         warnings = []
         if found < n:
             warnings.append(
@@ -260,16 +287,20 @@ class RnaVectorizer:
             warnings.append(f"RNA: {bad} of {n} values not finite numbers (NaN, inf, text); set to 0")
         if negative:
             warnings.append(f"RNA: {negative} negative values set to 0 (normalised expression is >= 0)")
-        too_large = out > self._bound
-        if too_large.any():
-            basis = "100x the gene's largest training value" if self.train_max is not None else "1e7"
-            warnings.append(f"RNA: {int(too_large.sum())} values above {basis}; clipped to that bound")
-            out = np.minimum(out, self._bound)
-        if extra:
-            warnings.append(f"RNA: {extra} genes not in the CHIMERA gene order; ignored")
+        ignored = [f"RNA: {extra} genes not in the CHIMERA gene order; ignored"] if extra else []
+        return out, warnings, ignored
+
+    def finish(self, repaired: np.ndarray) -> np.ndarray:
+        """Repaired gene rows ``(P, G)`` -> model inputs ``(P, dim)`` float64: each value clipped to
+        its bound, then ``log1p`` and the ``projection`` where set. ``transform`` is ``repaired``
+        then ``finish``; a cohort's training matrix is made by the same two steps."""
+        out = np.minimum(np.asarray(repaired, np.float64), self._bound)
         if self.log1p:
             out = np.log1p(out)
-        return Encoded(out.astype(np.float32), warnings)
+        if self.projection is not None:
+            p = self.projection
+            out = ((out - p["center"]) / p["scale"]) @ p["components"].T
+        return out
 
     def usable_genes(self, expression: Mapping) -> int:
         """How many genes of the order carry a finite number (0 = the RNA input is unusable)."""
@@ -279,11 +310,37 @@ class RnaVectorizer:
         out = {"log1p": self.log1p, "genes": self.genes}
         if self.train_max is not None:
             out["train_max"] = self.train_max.tolist()
+        if self.projection is not None:
+            out["projection"] = {k: v.tolist() for k, v in self.projection.items()}
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> RnaVectorizer:
         try:
-            return cls(d["genes"], log1p=d["log1p"], train_max=d.get("train_max"))
+            return cls(
+                d["genes"], log1p=d["log1p"], train_max=d.get("train_max"), projection=d.get("projection")
+            )
         except (KeyError, TypeError) as err:
             raise UserError(f"RNA vectorizer: malformed description ({err!r})") from None
+
+
+def _check_projection(p: Mapping, n_genes: int) -> dict[str, np.ndarray]:
+    """``center`` and ``scale`` ``(G,)`` (scale > 0), ``components`` ``(k, G)``, all finite."""
+    try:
+        out = {k: np.asarray(p[k], np.float64) for k in ("center", "scale", "components")}
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"RNA projection: malformed ({err!r})") from None
+    c = out["components"]
+    if (
+        out["center"].shape != (n_genes,)
+        or out["scale"].shape != (n_genes,)
+        or c.ndim != 2
+        or c.shape[1] != n_genes
+        or not 1 <= c.shape[0] <= n_genes
+        or not all(np.isfinite(v).all() for v in out.values())
+        or not (out["scale"] > 0).all()
+    ):
+        raise UserError(
+            f"RNA projection: expected center, scale ({n_genes},) > 0 and components (k, {n_genes})"
+        )
+    return out

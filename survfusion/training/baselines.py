@@ -3,15 +3,21 @@
 - ``CoxPH_Clin``: Cox proportional hazards on the 27-input clinical vector (lifelines'
   ``CoxPHFitter``, ridge penalty ``COXPH_PENALIZER``): the clinical-only bar.
 - ``CoxNet_ClinRNA``: an elastic-net Cox model on clinical + RNA (scikit-survival's
-  ``CoxnetSurvivalAnalysis``, l1_ratio 0.5), its penalty chosen by ``INNER_FOLDS``-fold cross-validation
-  on the training patients (the C-index of the held-out fold): the classical multimodal bar.
+  ``CoxnetSurvivalAnalysis``), its mixing (``COXNET_L1_RATIOS``, ridge-like to lasso-like) and its
+  penalty chosen together by ``INNER_FOLDS``-fold cross-validation on the training patients (the
+  mean C-index of the held-out folds; each inner fold fits each mixing's whole penalty path once,
+  warm-started, ``coxnet_select``): the classical multimodal bar.
+- ``CoxNet_ClinRNAHist``: the same on clinical + RNA + the slide's mean tile embedding reduced to
+  ``HIST_PCA`` principal components fitted on the training patients: the bar a model that reads
+  the slide must clear ("does attention-MIL earn its cost?").
 - ``RSF_ClinRNA``: a random survival forest on clinical + RNA (scikit-survival): the non-linear bar.
 
-Every input is fitted on the training patients only, exactly as the deep models' are: the clinical
-encoder, the RNA genes (the ``rna_top_genes`` of highest training variance, ``rna_log1p``), and the
-standardisation of each column. Each baseline's risk is mapped to months by the same ``RiskToTime``
-calibration on its training risks, so its test row carries the challenge's score like any other.
-lifelines and scikit-survival are imported here only, never on the deep models' inference path.
+Every input is fitted on the training patients only, exactly as the deep models' are, by the same
+``survfusion.training.design.InputDesign``: the clinical encoder, the RNA genes (``rna_top_genes``
+by ``rna_select``, ``rna_log1p``, ``rna_pca``), the slide projection, and the standardisation of
+each column. Each baseline's risk is mapped to months by the same ``RiskToTime`` calibration on
+its training risks, so its test row carries the challenge's score like any other. lifelines and
+scikit-survival are imported here only, never on the deep models' inference path.
 """
 
 from __future__ import annotations
@@ -23,12 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from survfusion.errors import UserError
-from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
 from survfusion.training.dataset import CohortData
+from survfusion.training.design import InputDesign, LinearInputs
 
 COXPH_PENALIZER = 0.1  # lifelines' ridge penalty: one-hot categories are collinear without it
-COXNET_L1_RATIO = 0.5
+# The elastic net's mixing, chosen with its penalty in the inner folds: 0.01 is all but ridge
+# (scikit-survival's coordinate descent needs l1_ratio > 0), 0.95 all but the lasso.
+COXNET_L1_RATIOS = (0.01, 0.5, 0.95)
+COXNET_ALPHAS = 30  # penalties per path, from the smallest that zeroes every coefficient down 100-fold
+COXNET_ALPHA_MIN_RATIO = 0.01
 INNER_FOLDS = 5
+HIST_PCA = 16  # principal components of the slide's mean tile embedding (CoxNet_ClinRNAHist)
 RSF_TREES = 200
 RSF_MIN_LEAF = 5
 
@@ -36,7 +47,7 @@ RSF_MIN_LEAF = 5
 @dataclass(frozen=True)
 class Baseline:
     name: str
-    inputs: str  # "clinical" or "clinical+rna"
+    inputs: str  # "clinical", "clinical+rna" or "clinical+rna+hist"
     what: str
 
 
@@ -44,7 +55,17 @@ BASELINES = {
     b.name: b
     for b in (
         Baseline("CoxPH_Clin", "clinical", "lifelines CoxPHFitter (ridge) on the clinical vector"),
-        Baseline("CoxNet_ClinRNA", "clinical+rna", "scikit-survival elastic-net Cox, penalty by inner CV"),
+        Baseline(
+            "CoxNet_ClinRNA",
+            "clinical+rna",
+            "scikit-survival elastic-net Cox, mixing and penalty by inner CV",
+        ),
+        Baseline(
+            "CoxNet_ClinRNAHist",
+            "clinical+rna+hist",
+            f"elastic-net Cox on clinical + RNA + the slide's mean tile embedding ({HIST_PCA} PCs), "
+            "mixing and penalty by inner CV",
+        ),
         Baseline("RSF_ClinRNA", "clinical+rna", "scikit-survival random survival forest"),
     )
 }
@@ -54,49 +75,14 @@ def is_baseline(name: str) -> bool:
     return name in BASELINES
 
 
-@dataclass
-class Design:
-    """The standardised inputs of a baseline and how they were made (all from the training patients):
-    ``columns`` of the clinical vector, then ``genes`` of the RNA vector (``rna.genes``), each
-    standardised by ``mean``/``sd``; a column constant in training is dropped."""
-
-    x_train: np.ndarray
-    x_test: np.ndarray
-    mean: np.ndarray
-    sd: np.ndarray
-    clinical: ClinicalEncoder
-    rna: RnaVectorizer
-    clinical_columns: list[int]
-    rna_columns: list[int]
-
-
-def design(
-    data: CohortData, train: np.ndarray, test: np.ndarray, inputs: str, *, top_genes: int | None, log1p: bool
-) -> Design:
-    """Standardised inputs of the ``train`` and ``test`` patients, every statistic from ``train``;
-    columns constant among the training patients are dropped (lifelines cannot fit them)."""
-    from survfusion.training.train import select_genes
-
-    clinical = ClinicalEncoder.fit([data.clinical[i] for i in train])
-    x_clin = np.stack([clinical.transform(r).values for r in data.clinical]).astype(np.float64)
-    all_genes = reference_genes()
-    raw, _ = data.rna_matrix(RnaVectorizer(all_genes))
-    # a clinical-only model still carries one gene (weight 0): every bundle member has an RNA vector
-    genes = select_genes(raw, all_genes, train, top_genes) if inputs == "clinical+rna" else all_genes[:1]
-    position = {g: i for i, g in enumerate(all_genes)}
-    rna = RnaVectorizer(genes, log1p=log1p).with_train_max(raw[train][:, [position[g] for g in genes]])
-    x_rna = (
-        data.rna_matrix(rna)[0].astype(np.float64) if inputs == "clinical+rna" else np.zeros((len(data), 0))
-    )
-    x = np.concatenate([x_clin, x_rna], axis=1)
-    mean, sd = x[train].mean(axis=0), x[train].std(axis=0)
-    keep = np.flatnonzero(sd > 0)  # constant in training (a category no training patient has)
-    x = (x[:, keep] - mean[keep]) / sd[keep]
-    n_clin = clinical.dim
-    return Design(
-        x[train], x[test], mean[keep], sd[keep], clinical, rna,
-        [int(k) for k in keep if k < n_clin], [int(k - n_clin) for k in keep if k >= n_clin],
-    )  # fmt: skip
+def design(data: CohortData, pool: np.ndarray, inputs: str, *, cfg) -> LinearInputs:
+    """A baseline's standardised inputs, every statistic fitted on ``pool`` (the clinical encoder,
+    the genes of ``cfg``'s selection, the slide projection for ``...+hist``, each column's mean and
+    sd; columns constant in the pool are dropped, lifelines cannot fit them)."""
+    d = InputDesign.from_config(
+        cfg, rna="rna" in inputs, hist_pca=HIST_PCA if "hist" in inputs else None
+    ).fit(data, pool)
+    return LinearInputs.fit(d, data, pool)
 
 
 def _structured(time: np.ndarray, event: np.ndarray):
@@ -117,36 +103,66 @@ def fit_coxph(x: np.ndarray, time: np.ndarray, event: np.ndarray):
     return Fitted(risk, cph.params_[cols].to_numpy())
 
 
-def coxnet_alpha(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int) -> float:
-    """The elastic-net penalty of highest mean held-out C-index over INNER_FOLDS folds, among the
-    penalties of the path fitted on all training patients."""
-    from sklearn.exceptions import FitFailedWarning
-    from sklearn.model_selection import GridSearchCV, KFold
+def _path(x: np.ndarray, y, l1_ratio: float, alphas=None):
+    """One elastic-net path (coordinate descent, each penalty warm-started from the one before)."""
     from sksurv.linear_model import CoxnetSurvivalAnalysis
 
+    kw = {"alphas": alphas} if alphas is not None else {
+        "n_alphas": COXNET_ALPHAS, "alpha_min_ratio": COXNET_ALPHA_MIN_RATIO
+    }  # fmt: skip
+    return CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, **kw).fit(x, y)
+
+
+def coxnet_select(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int) -> dict:
+    """The mixing and penalty of highest mean held-out C-index over INNER_FOLDS folds of the
+    training patients. For each l1_ratio the path's penalties are those of the path on all
+    training patients; each inner fold fits that path once (warm starts) and scores every penalty
+    on its held-out patients. Returns ``l1_ratio``, ``alpha`` and the grid of inner scores."""
+    from sklearn.model_selection import KFold
+
+    from survfusion.nets.survival import concordance_index
+
     y = _structured(time, event)
+    folds = list(KFold(INNER_FOLDS, shuffle=True, random_state=seed).split(x))
+    grid = {}
     with warnings.catch_warnings():
-        # expected, not news: the largest penalties of a path zero every coefficient, and on a small
-        # pool an inner fold can hold no comparable pair (scored 0.5, ``error_score``)
+        # expected, not news: the largest penalties of a path zero every coefficient
         warnings.filterwarnings("ignore", message="all coefficients are zero")
-        warnings.filterwarnings("ignore", category=FitFailedWarning)
-        warnings.filterwarnings("ignore", message="Scoring failed")
-        path = CoxnetSurvivalAnalysis(l1_ratio=COXNET_L1_RATIO, alpha_min_ratio=0.01, n_alphas=30).fit(x, y)
-        search = GridSearchCV(
-            CoxnetSurvivalAnalysis(l1_ratio=COXNET_L1_RATIO),
-            {"alphas": [[a] for a in path.alphas_]},
-            cv=KFold(INNER_FOLDS, shuffle=True, random_state=seed),
-            error_score=0.5,  # a fold without a comparable pair scores chance, not a crash
-        ).fit(x, y)
-    return float(search.best_params_["alphas"][0])
+        for l1 in COXNET_L1_RATIOS:
+            alphas = _path(x, y, l1).alphas_
+            scores = np.full((len(folds), len(alphas)), 0.5)  # a fold without a comparable pair: chance
+            for f, (tr, te) in enumerate(folds):
+                model = _path(x[tr], y[tr], l1, alphas)
+                for a, alpha in enumerate(alphas):
+                    c = concordance_index(time[te], event[te], model.predict(x[te], alpha=alpha))
+                    scores[f, a] = c if np.isfinite(c) else 0.5
+            grid[l1] = (alphas, scores.mean(axis=0))
+    # the best mean score; a tie keeps the smaller l1_ratio, then the larger penalty (simpler)
+    l1, a = max(
+        ((l1, a) for l1, (alphas, m) in grid.items() for a in range(len(alphas))),
+        key=lambda la: (grid[la[0]][1][la[1]], -COXNET_L1_RATIOS.index(la[0]), -la[1]),
+    )
+    return {
+        "l1_ratio": l1,
+        "alpha": float(grid[l1][0][a]),
+        "inner_c_index": float(grid[l1][1][a]),
+        "grid": {str(k): {"alphas": v[0].tolist(), "inner_c_index": v[1].tolist()} for k, v in grid.items()},
+    }
 
 
 def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int):
-    from sksurv.linear_model import CoxnetSurvivalAnalysis
-
-    alpha = coxnet_alpha(x, time, event, seed=seed)
-    model = CoxnetSurvivalAnalysis(l1_ratio=COXNET_L1_RATIO, alphas=[alpha]).fit(x, _structured(time, event))
-    return Fitted(model.predict, np.asarray(model.coef_).ravel())
+    """The elastic net at the inner folds' choice (``coxnet_select``), fitted on all of ``x``."""
+    choice = coxnet_select(x, time, event, seed=seed)
+    y = _structured(time, event)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="all coefficients are zero")
+        path = _path(x, y, choice["l1_ratio"])
+        alphas = np.append(path.alphas_[path.alphas_ > choice["alpha"]], choice["alpha"])
+        model = _path(x, y, choice["l1_ratio"], alphas)  # the path down to the chosen penalty
+    alpha = choice["alpha"]
+    beta = np.asarray(model.coef_)[:, -1]
+    choice.pop("grid")
+    return Fitted(lambda z: model.predict(z, alpha=alpha), beta, choice)
 
 
 def fit_rsf(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int):
@@ -165,6 +181,7 @@ class Fitted:
 
     risk: Callable[[np.ndarray], np.ndarray]
     beta: np.ndarray | None
+    info: dict | None = None  # what the inner folds chose (the elastic net's mixing and penalty)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.risk(x), np.float64)
@@ -174,29 +191,39 @@ def fit_baseline(name: str, x: np.ndarray, time: np.ndarray, event: np.ndarray, 
     """Fit baseline ``name`` on ``x`` (patients x inputs) and outcomes."""
     if name == "CoxPH_Clin":
         return fit_coxph(x, time, event)
-    if name == "CoxNet_ClinRNA":
+    if name in ("CoxNet_ClinRNA", "CoxNet_ClinRNAHist"):
         return fit_coxnet(x, time, event, seed=seed)
     if name == "RSF_ClinRNA":
         return fit_rsf(x, time, event, seed=seed)
     raise UserError(f"unknown baseline {name!r}; valid: {', '.join(BASELINES)}")
 
 
+def linear_model(fitted: Fitted, inputs: LinearInputs, feat_dim: int):
+    """A fitted linear baseline as a ``LinearCox`` (``LinearCox_Hist`` when it reads the slide):
+    its coefficients on the standardised design folded onto the raw inputs."""
+    from survfusion.nets.linear import LinearCox, LinearCoxHist
+    from survfusion.nets.registry import ModelDims
+
+    assert fitted.beta is not None  # a linear baseline
+    d = inputs.design
+    dims = ModelDims(feat_dim=feat_dim, rna_dim=d.rna_.dim, clinical_dim=d.clinical_.dim)
+    clin, rna, hist = inputs.split_columns()
+    cls = LinearCoxHist if d.hist_ is not None else LinearCox
+    model = cls(dims).from_standardised(fitted.beta, inputs.mean, inputs.sd, clin, rna, hist, d.hist_)
+    return model.eval()
+
+
 def run_baseline_training(data: CohortData, cfg, out, *, cohort_dir=None) -> dict:
-    """``train --model CoxPH_Clin|CoxNet_ClinRNA``: fit on the paper's 85:15 split's training
-    patients, score the validation patients (no epoch is chosen on them: an honest figure), and
-    write a run folder whose bundle holds the fitted model as a ``LinearCox`` (its coefficients
-    folded onto the raw inputs), so that ``package`` and the container serve it like any model."""
+    """``train --model CoxPH_Clin|CoxNet_ClinRNA|CoxNet_ClinRNAHist``: fit on the paper's 85:15
+    split's training patients, score the validation patients (no epoch is chosen on them: an honest
+    figure), and write a run folder whose bundle holds the fitted model as a ``LinearCox`` (its
+    coefficients folded onto the raw inputs), so that ``package`` and the container serve it like
+    any model."""
     from dataclasses import asdict
     from pathlib import Path
 
-    import torch
-
     from survfusion.fileio import write_json
-    from survfusion.nets.calibration import RiskToTime
-    from survfusion.nets.linear import LinearCox
-    from survfusion.nets.registry import ModelDims
     from survfusion.nets.survival import concordance_index
-    from survfusion.serving.bundle import Bundle
     from survfusion.serving.bundle_io import save_bundle
     from survfusion.training.dataset import strata_of, stratified_split
 
@@ -208,47 +235,69 @@ def run_baseline_training(data: CohortData, cfg, out, *, cohort_dir=None) -> dic
         )
     out = Path(out)
     tr, va = stratified_split(strata_of(data), val_fraction=cfg.val_fraction, seed=cfg.seed)
-    d = design(data, tr, va, spec.inputs, top_genes=cfg.rna_top_genes, log1p=cfg.rna_log1p)
+    bundle, _, info = linear_bundle(data, cfg, tr)
+    val_risk = bundle_risks(bundle, data, va)
     t, e = data.time_months, data.event
-    fitted = fit_baseline(cfg.model, d.x_train, t[tr], e[tr], seed=cfg.seed)
-    assert fitted.beta is not None  # a linear baseline
-    feat_dim = int(data.bags[0].shape[1])
-    dims = ModelDims(feat_dim=feat_dim, rna_dim=d.rna.dim, clinical_dim=d.clinical.dim)
-    model = LinearCox(dims).from_standardised(fitted.beta, d.mean, d.sd, d.clinical_columns, d.rna_columns)
-    model.eval()
-    idx = np.concatenate([tr, va])
-    clin = torch.from_numpy(np.stack([d.clinical.transform(data.clinical[i]).values for i in idx]))
-    rna = torch.from_numpy(data.rna_matrix(d.rna, idx)[0])
-    no_tiles = torch.zeros(len(idx), 1, feat_dim)  # the model does not look at the slide
-    with torch.no_grad():
-        emb = model.encode(no_tiles, clin.float(), rna.float(), torch.zeros(len(idx), 1, dtype=torch.bool))
-        risk = model.fuse(emb).double().numpy()
-    train_risk, val_risk = risk[: len(tr)], risk[len(tr) :]
-    # the bundle's model is the library's model: the same risks, up to float32 arithmetic
-    np.testing.assert_allclose(train_risk, fitted(d.x_train), rtol=1e-4, atol=1e-4)
-    means = {k: v[: len(tr)].double().mean(0).numpy() for k, v in emb.as_dict().items()}
-    calibration = RiskToTime().fit(train_risk, t[tr], e[tr], mode=cfg.calibration)
     metrics = {
         "model": cfg.model,
         "baseline": spec.what,
         "seed": cfg.seed,
         "n_train": len(tr),
         "n_val": len(va),
-        "val_c_index": concordance_index(t[va], e[va], -calibration.predict(val_risk)),
+        "val_c_index": concordance_index(t[va], e[va], -bundle.months(val_risk)),
         "val_c_index_risk": concordance_index(t[va], e[va], val_risk),
-        "inputs": len(d.mean),
-        "nonzero_coefficients": int(np.count_nonzero(fitted.beta)),
+        **info,
     }
     split = {"train": [data.case_ids[i] for i in tr], "val": [data.case_ids[i] for i in va]}
+    bundle.metrics.update(metrics)
+    bundle.config["split"] = split
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(cfg))
     write_json(out / "split.json", split)
     write_json(out / "metrics.json", metrics)
-    bundle = Bundle.single(
-        "LinearCox", model, d.clinical, d.rna, calibration,
-        config={**asdict(cfg), "split": split, "baseline": cfg.model}, metrics=metrics,
-        request=data.feature_request, embedding_means=means,
-        risk_mean=float(train_risk.mean()), risk_sd=float(train_risk.std()) or 1.0,
-    )  # fmt: skip
     save_bundle(bundle, out / "bundle")
     return metrics
+
+
+def bundle_risks(bundle, data: CohortData, idx: np.ndarray) -> np.ndarray:
+    from survfusion.training.evaluate import cohort_risks
+
+    return cohort_risks(bundle, data, idx)[0]
+
+
+def linear_bundle(data: CohortData, cfg, pool: np.ndarray):
+    """Fit linear baseline ``cfg.model`` on ``pool`` and hold it in a one-member ``Bundle``,
+    calibrated on its pool risks. Returns (bundle, pool risks, what the fit chose)."""
+    from dataclasses import asdict
+
+    import torch
+
+    from survfusion.nets.calibration import RiskToTime
+    from survfusion.nets.models import batched_risks, mean_embeddings
+    from survfusion.serving.bundle import Bundle
+
+    spec = BASELINES[cfg.model]
+    inputs = design(data, pool, spec.inputs, cfg=cfg)
+    t, e = data.time_months[pool], data.event[pool]
+    fitted = fit_baseline(cfg.model, inputs.matrix(data, pool), t, e, seed=cfg.seed)
+    model = linear_model(fitted, inputs, int(data.bags[0].shape[1]))
+    d = inputs.design
+    bags = [data.bags[i] for i in pool]
+    clin, rna = torch.from_numpy(d.clinical(data, pool)), torch.from_numpy(d.rna(data, pool))
+    risk = batched_risks(model, bags, clin, rna, batch_size=cfg.eval_batch_size)
+    # the bundle's model is the library's model: the same risks, up to float32 arithmetic
+    np.testing.assert_allclose(risk, fitted(inputs.matrix(data, pool)), rtol=1e-4, atol=1e-4)
+    means = mean_embeddings(model, bags, clin, rna, batch_size=cfg.eval_batch_size)
+    calibration = RiskToTime().fit(risk, t, e, mode=cfg.calibration)
+    info = {
+        "inputs": len(inputs.mean),
+        "nonzero_coefficients": int(np.count_nonzero(np.asarray(fitted.beta))),
+        **(fitted.info or {}),
+    }
+    bundle = Bundle.single(
+        "LinearCox" if d.hist_ is None else "LinearCox_Hist", model, d.clinical_, d.rna_, calibration,
+        config={**asdict(cfg), "baseline": cfg.model}, metrics=dict(info),
+        request=data.feature_request, embedding_means=means,
+        risk_mean=float(risk.mean()), risk_sd=float(risk.std()) or 1.0,
+    )  # fmt: skip
+    return bundle, risk, info

@@ -36,6 +36,7 @@ class CohortData:
     tile_lv0: list[int]  # tile side in level-0 pixels, from each feature file (0 if unknown)
     feature_request: FeatureRequest | None  # what every feature file was made with; None: another tool's
     _rna_docs: dict[int, dict] = field(default_factory=dict, repr=False)  # parsed RNA files, read once
+    _raw_rna: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -46,6 +47,15 @@ class CohortData:
         if i not in self._rna_docs:
             self._rna_docs[i] = _read_json(self.rna_paths[i])
         return self._rna_docs[i]
+
+    def raw_rna(self) -> np.ndarray:
+        """``(N, 19359)`` float64: every patient's genes in the reference order, repaired as the
+        container repairs them (``RnaVectorizer.repaired``), before any bound, log or projection;
+        made once. A fitted vectorizer's ``finish`` of these columns is its ``transform``."""
+        if self._raw_rna is None:
+            vectorizer = RnaVectorizer()
+            self._raw_rna = np.stack([vectorizer.repaired(self.rna_doc(i))[0] for i in range(len(self))])
+        return self._raw_rna
 
     def rna_matrix(self, vectorizer: RnaVectorizer, idx=None) -> tuple[np.ndarray, list[str]]:
         """(N, G) float32 through ``vectorizer`` (rows ``idx``, default all) and the warnings."""

@@ -129,14 +129,15 @@ def _run_baseline(
 
     spec = BASELINES[cfg.model]
     t0 = time.perf_counter()
-    d = design(data, pool, test, spec.inputs, top_genes=cfg.rna_top_genes, log1p=cfg.rna_log1p)
+    inputs = design(data, pool, spec.inputs, cfg=cfg)
     t, e = data.time_months[pool], data.event[pool]
-    risk_of = fit_baseline(cfg.model, d.x_train, t, e, seed=cfg.seed)
-    pool_risk = risk_of(d.x_train)
+    x_pool = inputs.matrix(data, pool)
+    risk_of = fit_baseline(cfg.model, x_pool, t, e, seed=cfg.seed)
+    pool_risk = risk_of(x_pool)
     calibration = RiskToTime().fit(pool_risk, t, e, mode=cfg.calibration)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    risk = risk_of(d.x_test)
+    risk = risk_of(inputs.matrix(data, test))
     months = calibration.predict(risk)
     info = {
         "method": "baseline",
@@ -146,8 +147,9 @@ def _run_baseline(
         "train_seconds": train_seconds,
         "predict_seconds": time.perf_counter() - t0,
         "test_patients": len(test),
-        "inputs": len(d.mean),
+        "inputs": len(inputs.mean),
         "bundle_bytes": 0,  # not packaged by the protocol
+        **(risk_of.info or {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     return _write_unit(out, data, test, risk, months, info)

@@ -26,13 +26,13 @@ from survfusion.errors import UserError
 from survfusion.features.device import resolve_device
 from survfusion.fileio import write_json
 from survfusion.nets.calibration import RiskToTime
-from survfusion.nets.models import batched_risks, build_model, count_parameters, pad_bags
+from survfusion.nets.models import batched_risks, build_model, count_parameters, mean_embeddings, pad_bags
 from survfusion.nets.survival import concordance_index, cox_loss
 from survfusion.progress import progress as progress_bar
 from survfusion.serving.bundle import Bundle
 from survfusion.serving.bundle_io import save_bundle
-from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
 from survfusion.training.dataset import CohortData, read_oracle, strata_of, stratified_folds, stratified_split
+from survfusion.training.design import InputDesign
 
 INITS = ("default", "xavier_normal")
 SAMPLERS = ("shuffle", "event_balanced")
@@ -59,7 +59,9 @@ class TrainConfig:
     dropout: float = 0.25
     rank: int = 64
     rna_log1p: bool = False  # option: log(1 + x) of the DESeq2 values
-    rna_top_genes: int | None = None  # option: keep the k genes of highest training variance
+    rna_top_genes: int | None = None  # option: keep the k genes of highest training score (rna_select)
+    rna_select: str = "variance"  # option: or "mad" (median absolute deviation of log1p expression)
+    rna_pca: int | None = None  # option: the RNA input becomes this many principal components
     calibration: str = "monotone"  # or "paper"
     fused_adam: bool = True  # same Adam update, one fused kernel: 3.0x faster step on 41M parameters
     eval_batch_size: int = 16
@@ -109,14 +111,6 @@ def read_config_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def select_genes(raw: np.ndarray, genes: list[str], train_idx: np.ndarray, k: int | None) -> list[str]:
-    if not k or k >= len(genes):
-        return list(genes)
-    variance = np.log1p(np.clip(raw[train_idx], 0, None)).var(axis=0)
-    keep = np.sort(np.argsort(-variance, kind="stable")[:k])
-    return [genes[i] for i in keep]
-
-
 class Trainer:
     """One model on one split: fit, early-stop, calibrate, bundle."""
 
@@ -130,17 +124,11 @@ class Trainer:
     ) -> None:
         self.data, self.cfg, self.device = data, cfg, resolve_device(device)
         self.train_idx, self.val_idx = train_idx, val_idx
-        self.clinical = ClinicalEncoder.fit([data.clinical[i] for i in train_idx])
-        self.clin_x = torch.from_numpy(np.stack([self.clinical.transform(r).values for r in data.clinical]))
-        all_genes = reference_genes()
-        raw, _ = data.rna_matrix(RnaVectorizer(all_genes))
-        genes = select_genes(raw, all_genes, train_idx, cfg.rna_top_genes)  # on training patients only
-        position = {g: i for i, g in enumerate(all_genes)}
-        columns = [position[g] for g in genes]
-        # The training maxima bound implausible values at inference (RnaVectorizer).
-        self.rna = RnaVectorizer(genes, log1p=cfg.rna_log1p).with_train_max(raw[train_idx][:, columns])
-        rna_x, self.rna_warnings = data.rna_matrix(self.rna)
-        self.rna_x = torch.from_numpy(rna_x)
+        # every input statistic from the training patients only (survfusion.training.design)
+        self.design = InputDesign.from_config(cfg).fit(data, train_idx)
+        self.clinical, self.rna = self.design.clinical_, self.design.rna_
+        self.clin_x = torch.from_numpy(self.design.clinical(data))
+        self.rna_x = torch.from_numpy(self.design.rna(data))
         self.time = torch.tensor(data.time_months, dtype=torch.float32)
         self.event = torch.tensor(data.event)
         torch.manual_seed(cfg.seed)
@@ -202,17 +190,14 @@ class Trainer:
             loss.backward()
             self.opt.step()
 
-    @torch.no_grad()
     def embedding_means(self) -> dict[str, np.ndarray]:
         """Mean of each modality's embedding over the training patients (eval mode): the stand-in
         for a modality that is missing at inference."""
-        self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        for s in range(0, len(self.train_idx), self.cfg.eval_batch_size):
-            emb = self.model.encode(*self._inputs(self.train_idx[s : s + self.cfg.eval_batch_size]))
-            for k, v in (("hist", emb.hist), ("rna", emb.rna), ("clinical", emb.clinical)):
-                sums[k] = sums.get(k, 0) + v.double().sum(0).cpu()
-        return {k: (v / len(self.train_idx)).numpy() for k, v in sums.items()}
+        idx = self.train_idx
+        return mean_embeddings(
+            self.model, [self.data.bags[i] for i in idx], self.clin_x[idx], self.rna_x[idx],
+            batch_size=self.cfg.eval_batch_size, device=self.device,
+        )  # fmt: skip
 
     def _scores(self, idx: np.ndarray, risk: np.ndarray) -> tuple[float, float]:
         t, e = self.data.time_months[idx], self.data.event[idx]
