@@ -28,7 +28,12 @@ def add_train_parsers(sub) -> None:
     _cohort_args(p)
     p.add_argument(
         "--model",
-        help="registered model name (python -m survfusion models); default: the config's, ABMIL_Surv_PG",
+        help="registered model name (python -m survfusion models), a linear baseline, or auto (choose "
+        "among --candidates by inner cross-validation and package the winner); default: the config's, "
+        "ABMIL_Surv_PG",
+    )
+    p.add_argument(
+        "--candidates", help="with --model auto: JSON/YAML list of candidates (default: the documented list)"
     )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument(
@@ -103,8 +108,15 @@ def add_train_parsers(sub) -> None:
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=("single", "ensemble"),
-        help="a deep model's methods to run (default: both)",
+        choices=("single", "ensemble", "auto"),
+        help="a deep model's methods to run (default: single and ensemble; single where only auto is "
+        "named); auto adds every candidate of --candidates and the selection among them by inner "
+        "cross-validation on each pool (nested: its outer score is the whole procedure's)",
+    )
+    p.add_argument(
+        "--candidates",
+        help="JSON/YAML list of {name, model, config, method} for auto (default: the documented list, "
+        "survfusion.training.selection.DEFAULT_CANDIDATES)",
     )
     p.add_argument("--report", action="store_true", help="only write the report of the finished units")
     _device_arg(p)
@@ -118,7 +130,7 @@ def add_train_parsers(sub) -> None:
 
 def _config(args: argparse.Namespace, keys=("model", "max_epochs", "seed")):
     """TrainConfig from the --config files (later wins), then the command line's settings."""
-    from survfusion.training.train import TrainConfig, read_config_file
+    from survfusion.training.config import TrainConfig, read_config_file
 
     overrides = {}
     for path in args.config:
@@ -144,10 +156,13 @@ def run_outer_test(args: argparse.Namespace) -> int:
         for name in args.models:
             if not is_baseline(name):
                 check_model_name(name)
+        from survfusion.training.selection import read_candidates
+
+        candidates = read_candidates(args.candidates) if args.candidates else None
         data = load_cohort(args.cohort, args.features)
         run_protocol(
             data, cfg, args.out, models=args.models, outer=args.outer, folds=args.folds, only=args.only,
-            methods=args.methods, cohort_dir=args.cohort, device=args.device,
+            methods=args.methods, candidates=candidates, cohort_dir=args.cohort, device=args.device,
         )  # fmt: skip
     table = report(args.out)
     (Path(args.out) / "report.md").write_text(table + "\n")
@@ -157,13 +172,16 @@ def run_outer_test(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from survfusion.training.dataset import load_cohort
-    from survfusion.training.train import SELECTED_NOTE, run_cross_validation, run_training
+    from survfusion.training.folds import run_cross_validation
+    from survfusion.training.train import SELECTED_NOTE, run_training
 
     if args.seeds != 1 and not args.ensemble:
         raise UserError("--seeds needs --ensemble")
     from survfusion.nets.registry import check_model_name
     from survfusion.training.baselines import is_baseline
 
+    if args.model == "auto":
+        return _train_auto(args)
     cfg = _config(args)
     if not is_baseline(cfg.model):
         check_model_name(cfg.model)  # before anything is loaded or printed
@@ -212,6 +230,24 @@ def run_train(args: argparse.Namespace) -> int:
             f"epoch {m['val_c_index']:.3f} (risk {m['val_c_index_risk']:.3f}{oracle}), at the last epoch "
             f"{m['val_c_index_last_epoch']:.3f} [{SELECTED_NOTE}]; {m['seconds']:.0f} s"
         )
+    return 0
+
+
+def _train_auto(args: argparse.Namespace) -> int:
+    """``train --model auto``: the selection on the whole cohort, the winner fitted on all of it."""
+    from survfusion.training.dataset import load_cohort
+    from survfusion.training.selection import read_candidates, train_auto
+
+    if args.ensemble or args.folds or args.seeds != 1:
+        raise UserError("train --model auto: the candidates say how each trains (--candidates), not --folds")
+    cfg = _config(args, keys=("max_epochs", "seed"))
+    candidates = read_candidates(args.candidates)
+    data = load_cohort(args.cohort, args.features)
+    print(f"train: auto over {len(candidates)} candidates, {len(data)} patients -> {args.out}")
+    sel = train_auto(data, cfg, candidates, args.out, cohort_dir=args.cohort, device=args.device, log=print)
+    for row in sel.to_dict()["candidates"]:
+        print(f"  {row['name']:32s} inner C-index {row['inner_c_index']:.3f}")
+    print(f"train: auto chose {sel.winner} [{sel.to_dict()['why']}]; bundle in {args.out}/bundle")
     return 0
 
 

@@ -25,14 +25,18 @@ from survfusion.nets.registry import ModelDims, register
 
 
 class _RnaScore(nn.Module):
-    """``(B, G) -> (B, 128)``: the linear RNA score in column 0, zeros elsewhere."""
+    """``(B, G) -> (B, 128)``: the linear RNA score ``w . (rna - center)`` in column 0, zeros
+    elsewhere; ``center`` (the training means) is subtracted first, since over 2,048 log
+    expressions ``w . center`` folded into a bias would cancel most of float32's digits."""
 
     def __init__(self, rna_dim: int) -> None:
         super().__init__()
         self.score = nn.Linear(rna_dim, 1, bias=False)
+        self.center: torch.Tensor
+        self.register_buffer("center", torch.zeros(rna_dim))
 
     def forward(self, rna: torch.Tensor) -> torch.Tensor:
-        return F.pad(self.score(rna), (0, RNA_DIM - 1))
+        return F.pad(self.score(rna - self.center), (0, RNA_DIM - 1))
 
 
 class _MeanScore(nn.Module):
@@ -44,13 +48,17 @@ class _MeanScore(nn.Module):
     def __init__(self, feat_dim: int) -> None:
         super().__init__()
         self.score = nn.Linear(feat_dim, 1, bias=False)
+        self.center: torch.Tensor
         self.register_buffer("center", torch.zeros(feat_dim))
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weight = mask.to(features.dtype)
+        weight = mask.to(torch.float64)
         weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1.0)
-        mean = torch.einsum("bn,bnd->bd", weight, features.masked_fill(~mask.unsqueeze(-1), 0.0))
-        return F.pad(self.score(mean - self.center), (0, HIST_DIM - 1)), weight
+        # in float64: the low principal components of slide means weigh a few small differences heavily
+        tiles = features.masked_fill(~mask.unsqueeze(-1), 0.0).double()
+        mean = torch.einsum("bn,bnd->bd", weight, tiles)
+        score = (mean - self.center.double()) @ self.score.weight.double().T
+        return F.pad(score.to(features.dtype), (0, HIST_DIM - 1)), weight.to(features.dtype)
 
 
 @register("LinearCox")
@@ -89,7 +97,9 @@ class LinearCox(SurvivalModel):
         clin_w[clinical_columns] = w[:n_clin]
         rna_w = np.zeros(self.dims.rna_dim)
         rna_w[rna_columns] = w[n_clin : n_clin + n_rna]
-        bias = -np.dot(w, mean)
+        rna_center = np.zeros(self.dims.rna_dim)
+        rna_center[rna_columns] = mean[n_clin : n_clin + n_rna]
+        bias = -np.dot(w[:n_clin], mean[:n_clin]) - np.dot(w[n_clin + n_rna :], mean[n_clin + n_rna :])
         if len(hist_columns):
             assert hist_projection is not None and isinstance(self.mil, _MeanScore)
             v = w[n_clin + n_rna :]
@@ -101,6 +111,7 @@ class LinearCox(SurvivalModel):
         rna_score = self.rna_encoder
         assert isinstance(rna_score, _RnaScore)
         rna_score.score.weight.copy_(torch.from_numpy(rna_w)[None])
+        rna_score.center.copy_(torch.from_numpy(rna_center))
         return self
 
 

@@ -12,7 +12,10 @@ average is put back on the members' mean scale::
     risk = mean_k((r_k - mu_k) / sd_k) * mean_k(sd_k) + mean_k(mu_k)
 
 For one member this is ``r_1`` itself (to float64 rounding): a one-member bundle predicts what the
-single model predicts. The calibration (``survfusion.nets.calibration``) maps this risk to months; an
+single model predicts. A **residual** bundle (``combination = "sum"``, ``offset: coxnet``) adds its
+members' risks instead, ``risk = sum_k r_k``: a linear model and the network trained on top of it
+(the network learned only what the linear model's risk misses), each with its own model name.
+The calibration (``survfusion.nets.calibration``) maps this risk to months; an
 ensemble's is fitted on the out-of-fold risks of its training patients (``survfusion.training.ensemble``).
 """
 
@@ -32,6 +35,7 @@ from survfusion.nets.models import SurvivalModel, batched_risks
 from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer
 
 MODALITIES = ("hist", "rna", "clinical")
+COMBINATIONS = ("mean", "sum")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Member:
     risk_mean: float = 0.0  # mean of the member's risks on its training patients
     risk_sd: float = 1.0  # their standard deviation (> 0)
     info: dict = field(default_factory=dict)  # fold, seed, best epoch: recorded, not used
+    name: str | None = None  # its registered model name, where it is not the bundle's (a residual)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.risk_mean) and np.isfinite(self.risk_sd) and self.risk_sd > 0):
@@ -93,10 +98,15 @@ class Bundle:
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     request: FeatureRequest | None = None
+    combination: str = "mean"  # or "sum": a residual bundle (module docstring)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.members) <= MAX_ENSEMBLE_MEMBERS:
             raise UserError(f"bundle: 1 to {MAX_ENSEMBLE_MEMBERS} members, got {len(self.members)}")
+        if self.combination not in COMBINATIONS:
+            raise UserError(
+                f"bundle: combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}"
+            )
 
     @classmethod
     def single(
@@ -141,6 +151,8 @@ class Bundle:
         return stacked
 
     def combine(self, member_risks: np.ndarray) -> np.ndarray:
+        if self.combination == "sum":
+            return np.asarray(member_risks, np.float64).sum(axis=0)
         return combine_risks(
             member_risks, [m.risk_mean for m in self.members], [m.risk_sd for m in self.members]
         )

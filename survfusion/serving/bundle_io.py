@@ -43,12 +43,14 @@ from survfusion.fileio import canonical_json, make_shareable, read_json, sha256_
 from survfusion.limits import MAX_ENSEMBLE_MEMBERS
 from survfusion.nets.calibration import RiskToTime
 from survfusion.nets.models import HIST_DIM, RNA_DIM, SurvivalModel, build_model, count_parameters
-from survfusion.serving.bundle import MODALITIES, Bundle, Member
+from survfusion.serving.bundle import COMBINATIONS, MODALITIES, Bundle, Member
 from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer
 
 FORMAT = "survfusion-bundle"
-FORMAT_VERSION = 3  # 3: members in member_NN/ folders; 2: one model, files at the top level
-READS_VERSIONS = (2, 3)
+# 4: a member may name its own model and the bundle its combination (a residual: "sum");
+# 3: members in member_NN/ folders; 2: one model, files at the top level
+FORMAT_VERSION = 4
+READS_VERSIONS = (2, 3, 4)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 CLINICAL = "clinical.json"
@@ -97,6 +99,7 @@ def _save_member(member: Member, directory: Path, name: str) -> dict:
         )
     return {
         "dir": directory.name,
+        "model": name,
         "dims": member.model.dims.to_dict(),
         "parameters": count_parameters(member.model),
         "risk_mean": float(member.risk_mean),
@@ -116,7 +119,8 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     try:
         make_shareable(tmp, directory=True)
         members = [
-            _save_member(m, tmp / member_dir(k), bundle.model_name) for k, m in enumerate(bundle.members)
+            _save_member(m, tmp / member_dir(k), m.name or bundle.model_name)
+            for k, m in enumerate(bundle.members)
         ]
         write_json(tmp / CALIBRATION, bundle.calibration.to_dict())
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
@@ -131,6 +135,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
                 "parameters": count_parameters(first.model),  # per member
             },
             "members": members,
+            "combination": bundle.combination,
             "preprocessing": {  # of the first member; each member's is in its entry
                 "clinical_features": first.clinical.feature_names,
                 "rna_genes": first.rna.dim,
@@ -283,6 +288,7 @@ def _load_member(directory: Path, name: str, entry: dict, files: dict, device) -
         clinical = ClinicalEncoder.from_dict(_read_json(where / CLINICAL))
         rna = RnaVectorizer.from_dict(_read_json(where / GENES))
         dims = entry["dims"]
+        name = str(entry.get("model", name))  # a version-3 member is the bundle's model
         model = build_model(name, **dims)
         info = {k: v for k, v in entry.items() if k in ("fold", "seed", "best_epoch")}
         stats = float(entry["risk_mean"]), float(entry["risk_sd"])
@@ -303,7 +309,7 @@ def _load_member(directory: Path, name: str, entry: dict, files: dict, device) -
     has_means = (Path(entry["dir"]) / MEANS).as_posix() in files
     means = _read_means(where / MEANS, model) if has_means else None
     try:
-        return Member(model.to(device).eval(), clinical, rna, means, *stats, info=info)
+        return Member(model.to(device).eval(), clinical, rna, means, *stats, info=info, name=name)
     except UserError as err:
         raise BundleError(f"bundle file {directory / MANIFEST}: {err}") from None
 
@@ -329,7 +335,15 @@ def load_bundle(directory: str | Path, *, device: str | torch.device = "cpu") ->
         config=manifest.get("training", {}),
         request=_stored_request(manifest.get("training", {})),
         metrics=manifest.get("metrics", {}),
+        combination=_combination(manifest, directory),
     )
+
+
+def _combination(manifest: dict, directory: Path) -> str:
+    value = manifest.get("combination", "mean")  # before version 4: always the mean
+    if value not in COMBINATIONS:
+        raise BundleError(f"bundle file {directory / MANIFEST}: unknown combination {str(value)[:40]!r}")
+    return value
 
 
 def _read_means(path: Path, model: SurvivalModel) -> dict[str, np.ndarray]:

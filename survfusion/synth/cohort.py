@@ -49,6 +49,7 @@ from survfusion.training.cohort import (
     RNA_DIR,
     SLIDES_DIR,
 )
+from survfusion.training.dataset import NOISE_FREE
 
 SPACING_UM = 0.25
 CELL_PX = 896  # one 224-px tile at 1.0 µm/px: tissue classes come in grid-aligned cells
@@ -348,9 +349,6 @@ def write_cohort(
     return write_oracle(out, pts, seed, world)
 
 
-NOISE_FREE_COLUMN = "noise_free_log_hazard"
-
-
 def _write_oracle_csv(path: Path, pts: list[Patient]) -> None:
     """Per patient: the log-hazard (with its noise), the noise-free one, the programme, the tissue
     fractions and each of the world's terms."""
@@ -358,7 +356,7 @@ def _write_oracle_csv(path: Path, pts: list[Patient]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["case_id", "log_hazard", NOISE_FREE_COLUMN, "program", *[f"frac_{c}" for c in CLASSES]]
+            ["case_id", "log_hazard", NOISE_FREE, "program", *[f"frac_{c}" for c in CLASSES]]
             + [f"term_{k}" for k in names]
         )
         w.writerows(

@@ -160,7 +160,9 @@ def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int)
         alphas = np.append(path.alphas_[path.alphas_ > choice["alpha"]], choice["alpha"])
         model = _path(x, y, choice["l1_ratio"], alphas)  # the path down to the chosen penalty
     alpha = choice["alpha"]
-    beta = np.asarray(model.coef_)[:, -1]
+    # the coefficients predict() uses at this penalty (the path may stop before its last penalty,
+    # and predict() then reads them off the path): the rows of the identity give them exactly
+    beta = np.asarray(model.predict(np.eye(x.shape[1]), alpha=alpha), np.float64)
     choice.pop("grid")
     return Fitted(lambda z: model.predict(z, alpha=alpha), beta, choice)
 

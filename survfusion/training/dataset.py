@@ -138,13 +138,20 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
     )
 
 
-def read_oracle(cohort: Path, case_ids: list[str]) -> np.ndarray | None:
-    """The synthetic cohort's planted log-hazard per case (oracle.csv), or None for a real cohort."""
-    path = cohort / ORACLE_FILE
+NOISE_FREE = "noise_free_log_hazard"
+
+
+def read_oracle(cohort: Path, case_ids: list[str], column: str = "log_hazard") -> np.ndarray | None:
+    """The synthetic cohort's planted log-hazard per case (oracle.csv; ``NOISE_FREE``: without its
+    noise, which no model can know), or None for a real cohort or an oracle without that column."""
+    path = Path(cohort) / ORACLE_FILE
     if not path.is_file():
         return None
     with open(path, newline="") as f:
-        table = {r["case_id"]: float(r["log_hazard"]) for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    if not rows or column not in rows[0]:
+        return None
+    table = {r["case_id"]: float(r[column]) for r in rows}
     return np.array([table.get(c, np.nan) for c in case_ids])
 
 
@@ -157,7 +164,7 @@ def stratified_split(strata: np.ndarray, *, val_fraction: float, seed: int) -> t
         n_val = round(val_fraction * len(idx))
         val += idx[:n_val].tolist()
         train += idx[n_val:].tolist()
-    return np.sort(train), np.sort(val)
+    return np.sort(np.array(train, np.int64)), np.sort(np.array(val, np.int64))
 
 
 def stratified_folds(strata: np.ndarray, *, k: int, seed: int) -> np.ndarray:

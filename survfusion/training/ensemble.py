@@ -153,7 +153,7 @@ def run_ensemble(
         "seconds_per_member": seconds / len(members),
         "rna_genes": members[0].rna.dim,
     }
-    oracle = read_oracle(Path(cohort_dir), data.case_ids)
+    oracle = read_oracle(Path(cohort_dir), data.case_ids) if cohort_dir is not None else None
     if oracle is not None and np.isfinite(oracle[pool]).all():
         metrics["oracle_oof_c_index"] = concordance_index(t, e, oracle[pool])
     _write_oof(out / "oof.csv", data, pool, fold_table, oof_risk, oof_months)

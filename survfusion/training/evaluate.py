@@ -213,7 +213,7 @@ def _training_figures(trained: dict) -> dict:
         keys = ("oof_c_index", "oof_c_index_ci95", "oof_c_index_last_epoch", "oof_note")
         return {"training": {k: trained[k] for k in keys if k in trained}}
     if "val_c_index" in trained:
-        from survfusion.training.train import SELECTED_NOTE
+        from survfusion.training.config import SELECTED_NOTE
 
         figures = {k: trained[k] for k in ("val_c_index", "val_c_index_last_epoch") if k in trained}
         return {"training": {**figures, "note": SELECTED_NOTE}}

@@ -38,6 +38,9 @@ def _read_unit(where: Path) -> dict:
         "event": np.array([r["event"] == "1" for r in rows]),
         "risk": np.array([float(r["risk"]) for r in rows]),
         "months": np.array([float(r["predicted_months"]) for r in rows]),
+        "oracle": np.array([float(r["oracle_risk"]) for r in rows])
+        if rows and "oracle_risk" in rows[0]
+        else None,
     }
 
 
@@ -98,14 +101,19 @@ def _versus(units: Units, a: tuple[str, str], b: tuple[str, str]) -> tuple[int, 
 
 
 def _name(key: tuple[str, str]) -> str:
-    return key[0] if key[1] == "baseline" else f"{key[0]} ({key[1]})"
+    return key[0] if key[1] in ("baseline", "auto") else f"{key[0]} ({key[1]})"
+
+
+def is_classical(units: Units, key: tuple[str, str]) -> bool:
+    """A classical baseline: named in --models, or a baseline candidate of the selection."""
+    return key[1] == "baseline" or next(iter(units[key].values())).get("kind") == "baseline"
 
 
 def headline(units: Units) -> str:
     """One sentence: the best method, the best of the other kind, their paired difference."""
     ranked = sorted(units, key=lambda k: -_mean_c(units[k]))
     best = ranked[0]
-    other = next((k for k in ranked if (k[1] == "baseline") != (best[1] == "baseline")), None)
+    other = next((k for k in ranked if is_classical(units, k) != is_classical(units, best)), None)
     said = f"On these outer test sets {_name(best)} scores highest (test C-index {_mean_c(units[best]):.3f})"
     vs = _versus(units, other, best) if other else None
     if other is None or vs is None:
@@ -114,7 +122,7 @@ def headline(units: Units) -> str:
     verdict = "excludes zero" if low > 0 or high < 0 else "includes zero: the difference is not established"
     return (
         f"{said}; against {_name(other)} ({_mean_c(units[other]):.3f}), the best "
-        f"{'baseline' if other[1] == 'baseline' else 'deep method'}, the paired difference on {n} test "
+        f"{'baseline' if is_classical(units, other) else 'other method'}, the paired difference on {n} test "
         f"set{'s' * (n != 1)} is {point:+.3f} (95% CI {low:+.3f} to {high:+.3f}), an interval that {verdict}."
     )
 
@@ -132,25 +140,91 @@ def _method_table(units: Units) -> list[str]:
         cr = np.array([x["c_risk"] for x in s])
         mae = float(np.median(np.concatenate([x["abs_error_events"] for x in s])))
         us = list(by_fold.values())
-        sel = np.mean([u["selection_c_index"] for u in us])
+        reported = [u["selection_c_index"] for u in us if u.get("selection_c_index") is not None]
+        sel = f"{np.mean(reported):.3f}" if reported else "–"
 
         def per_member(key: str, us=us) -> float:
             return float(np.mean([u[key] / u["members"] for u in us]))
 
         sd = f" ± {c.std(ddof=1):.3f}" if len(c) > 1 else ""
-        size = "–" if method == "baseline" else f"{per_member('bundle_bytes') / 2**20:.1f}"
+        size = "–" if not us[0]["bundle_bytes"] else f"{per_member('bundle_bytes') / 2**20:.1f}"
         lines.append(
             f"| {model} | {method} | {len(c)} | {us[0]['members']} | "
             f"{c.mean():.3f}{sd} | {cr.mean():.3f} | {'yes' if np.allclose(c, cr) else 'no'} | "
-            f"{mae:.1f} | {sel:.3f} | {per_member('train_seconds') / 60:.2f} | "
+            f"{mae:.1f} | {sel} | {per_member('train_seconds') / 60:.2f} | "
             f"{size} | {np.mean([u['predict_seconds'] for u in us]):.2f} |"
         )
     return lines
 
 
+def _oracle_by_fold(units: Units) -> dict[int, float]:
+    """Per test set, the C-index of the noise-free planted log-hazard (any unit's patients of that
+    set: every unit of a fold has the same); empty for a cohort without an oracle."""
+    by_fold: dict[int, float] = {}
+    for per_fold in units.values():
+        for o, u in per_fold.items():
+            if u["oracle"] is not None and o not in by_fold:
+                by_fold[o] = concordance_index(u["time"], u["event"], u["oracle"])
+    return by_fold
+
+
+def _oracle_row(units: Units) -> list[str]:
+    by_fold = _oracle_by_fold(units)
+    if not by_fold:
+        return []
+    c = np.array(list(by_fold.values()))
+    sd = f" ± {c.std(ddof=1):.3f}" if len(c) > 1 else ""
+    label = "noise-free oracle (the planted log-hazard; no model can know the noise)"
+    return [f"| {label} | – | {len(c)} | – | {c.mean():.3f}{sd} | {c.mean():.3f} | – | – | – | – | – | – |"]
+
+
+def _auto_section(units: Units) -> list[str]:
+    """What the selection chose on each pool, and the selection against the best candidate, the
+    best baseline and the oracle on the same test sets."""
+    key = ("auto", "auto")
+    if key not in units:
+        return []
+    auto = units[key]
+    lines = [
+        "",
+        f"Selection (auto): test C-index {_mean_c(auto):.3f} over {len(auto)} outer test sets; its choice "
+        "on each pool (inner cross-validation on the pool alone, never a test patient):",
+        "",
+    ]
+    lines += [
+        f"- outer set {o}: {u['choice']} (inner C {u['selection_c_index']:.3f})"
+        for o, u in sorted(auto.items())
+    ]
+    candidates = [k for k in units if k[1] == "candidate"]
+    rows = []
+    if candidates:
+        best = max(candidates, key=lambda k: _mean_c(units[k]))
+        rows.append(("the best single candidate (chosen on these test sets: optimistic)", best))
+    classical = [k for k in units if is_classical(units, k)]
+    if classical:
+        rows.append(("the best classical baseline", max(classical, key=lambda k: _mean_c(units[k]))))
+    lines += [
+        "",
+        "| C(auto) - C(other) against | other | its test C | paired test sets | mean | 95% bootstrap CI |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, other in rows:
+        vs = _versus(units, other, key)
+        if vs:
+            n, point, low, high = vs
+            lines.append(f"| {label} | {_name(other)} | {_mean_c(units[other]):.3f} | {n} | {point:+.3f} | "
+                         f"{low:+.3f} to {high:+.3f} |")  # fmt: skip
+    oracle_c = _oracle_by_fold(units)
+    if set(auto) <= set(oracle_c):
+        oracle = float(np.mean([oracle_c[o] for o in auto]))
+        lines.append(f"| the noise-free oracle | planted log-hazard | {oracle:.3f} | {len(auto)} | "
+                     f"{_mean_c(auto) - oracle:+.3f} | – |")  # fmt: skip
+    return lines
+
+
 def _comparisons(units: Units) -> list[str]:
     lines: list[str] = []
-    baselines = [k for k in units if k[1] == "baseline"]
+    baselines = [k for k in units if is_classical(units, k)]
     if baselines:
         best = max(baselines, key=lambda k: _mean_c(units[k]))
         lines += [
@@ -160,7 +234,7 @@ def _comparisons(units: Units) -> list[str]:
             "| model | method | paired test sets | C(deep) - C(best baseline), mean | 95% bootstrap CI |",
             "|---|---|---|---|---|",
         ]
-        for key in sorted(k for k in units if k[1] != "baseline"):
+        for key in sorted(k for k in units if not is_classical(units, k)):
             vs = _versus(units, best, key)
             if vs:
                 n, point, low, high = vs
@@ -185,7 +259,8 @@ def _comparisons(units: Units) -> list[str]:
 def report(out: str | os.PathLike) -> str:
     """Markdown: the headline, the method table, the paired comparisons, C per test set."""
     units = read_units(Path(out))
-    lines = [headline(units), "", *_method_table(units), *_comparisons(units)]
+    lines = [headline(units), "", *_method_table(units), *_oracle_row(units), *_comparisons(units)]
+    lines += _auto_section(units)
     lines += ["", "Per test set, C-index of the predicted months:", ""]
     for key in sorted(units):
         cells = [f"{o}: {_scores(u)['c_months']:.3f}" for o, u in sorted(units[key].items())]

@@ -11,7 +11,15 @@ pool, for each model:
 - ``ensemble``: ``K`` folds of the pool, calibrated on the out-of-fold risks (``ensemble.run_ensemble``);
 - ``baseline``: a classical model named in ``--models`` (``survfusion.training.baselines``: Cox on
   the clinical table, elastic-net Cox and a random survival forest on clinical + RNA), its inputs
-  fitted on the pool, its risks calibrated on its pool risks like ``single``.
+  fitted on the pool, its risks calibrated on its pool risks like ``single``;
+- ``candidate``: each candidate of the selection (``survfusion.training.selection``; the default
+  list or ``--candidates FILE``) fitted on the whole pool, in ``OUT/outer<o>/candidate-<name>/``;
+- ``auto``: the selection itself, inner cross-validation over the candidates on the pool alone, the
+  winner refitted on the pool (its candidate unit: the same fit) and scored on the test set, so the
+  outer score is the score of the whole procedure (nested cross-validation).
+
+Where the cohort is synthetic, each ``test.csv`` also carries the noise-free planted log-hazard of
+its patients (``oracle_risk``), so the report can put the best any model could do beside each method.
 
 Each (fold, model, method) is one *unit*: its run folder ``OUT/outer<o>/<model>-<method>/`` ends with
 ``test.csv`` (case, time, event, risk, predicted months); a unit with a ``test.csv`` is skipped, so a
@@ -40,11 +48,20 @@ from survfusion.errors import UserError
 from survfusion.fileio import read_json, write_json
 from survfusion.nets.survival import concordance_index
 from survfusion.serving.bundle_io import load_bundle
-from survfusion.training.dataset import CohortData, strata_of, stratified_folds, stratified_split
+from survfusion.training.dataset import (
+    NOISE_FREE,
+    CohortData,
+    read_oracle,
+    strata_of,
+    stratified_folds,
+    stratified_split,
+)
 from survfusion.training.ensemble import run_ensemble
+from survfusion.training.selection import Candidate, candidate, fit_candidate, risks_of, select
 from survfusion.training.train import TrainConfig, run_training
 
 METHODS = ("single", "ensemble")  # of a deep model; a baseline has the one method "baseline"
+AUTO = "auto"  # the selection over the candidates, with a "candidate" unit for each
 MIN_OUTER = 5
 TEST_FILE = "test.csv"
 
@@ -83,7 +100,7 @@ def run_unit(
     pool = np.setdiff1d(np.arange(len(data)), test)
     t0 = time.perf_counter()
     if method == "baseline":
-        return _run_baseline(data, cfg, out, pool=pool, test=test)
+        return _run_baseline(data, cfg, out, pool=pool, test=test, cohort_dir=cohort_dir)
     if method == "single":
         tr, va = stratified_split(strata_of(data)[pool], val_fraction=cfg.val_fraction, seed=cfg.seed)
         metrics = run_training(
@@ -117,11 +134,11 @@ def run_unit(
     }
     if not keep_bundle:
         shutil.rmtree(out / "bundle")
-    return _write_unit(out, data, test, risk, months, info)
+    return _write_unit(out, data, test, risk, months, info, cohort_dir)
 
 
 def _run_baseline(
-    data: CohortData, cfg: TrainConfig, out: Path, *, pool: np.ndarray, test: np.ndarray
+    data: CohortData, cfg: TrainConfig, out: Path, *, pool: np.ndarray, test: np.ndarray, cohort_dir
 ) -> Path:
     """A classical baseline on the pool: its inputs and calibration fitted there, ``test`` predicted."""
     from survfusion.nets.calibration import RiskToTime
@@ -152,19 +169,97 @@ def _run_baseline(
         **(risk_of.info or {}),
     }
     out.mkdir(parents=True, exist_ok=True)
-    return _write_unit(out, data, test, risk, months, info)
+    return _write_unit(out, data, test, risk, months, info, cohort_dir)
 
 
-def _write_unit(out: Path, data: CohortData, test: np.ndarray, risk, months, info: dict) -> Path:
-    """``unit.json`` and, last (a unit with ``test.csv`` is complete), ``test.csv``."""
+def run_candidate_unit(
+    data: CohortData,
+    cfg: TrainConfig,
+    out: Path,
+    *,
+    test: np.ndarray,
+    cand: Candidate,
+    cohort_dir,
+    device="cpu",
+) -> Path:
+    """Candidate ``cand`` fitted on every patient outside ``test`` (``selection.fit_candidate``)."""
+    pool = np.setdiff1d(np.arange(len(data)), test)
+    t0 = time.perf_counter()
+    bundle = fit_candidate(data, cfg, cand, pool, out / "fit", device=device, cohort_dir=cohort_dir)
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    risk = risks_of(bundle, data, test)
+    months = bundle.months(risk)
+    info = {
+        "method": "candidate", "model": cand.name, "candidate": cand.to_dict(),
+        "kind": "baseline" if cand.method == "baseline" else "deep", "members": len(bundle.members),
+        "selection_c_index": bundle.metrics.get("val_c_index"),  # None: it reported nothing of itself
+        "train_seconds": train_seconds, "predict_seconds": time.perf_counter() - t0,
+        "test_patients": len(test), "bundle_bytes": 0,
+    }  # fmt: skip
+    shutil.rmtree(out / "fit", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_unit(out, data, test, risk, months, info, cohort_dir)
+
+
+def run_auto_unit(
+    data: CohortData,
+    cfg: TrainConfig,
+    out: Path,
+    *,
+    test: np.ndarray,
+    candidates: list[Candidate],
+    cohort_dir,
+    device="cpu",
+    log=None,
+) -> Path:
+    """The selection on every patient outside ``test``; the winner's fit on them predicts ``test``
+    (its candidate unit beside this one when it exists: the same deterministic fit)."""
+    pool = np.setdiff1d(np.arange(len(data)), test)
+    t0 = time.perf_counter()
+    choice = select(data, cfg, candidates, pool, device=device, cohort_dir=cohort_dir, log=log)
+    winner = out.parent / f"candidate-{choice.winner}"
+    if not (winner / TEST_FILE).is_file():
+        run_candidate_unit(
+            data, cfg, winner, test=test, cand=candidate(candidates, choice.winner), cohort_dir=cohort_dir,
+            device=device,
+        )  # fmt: skip
+    with open(winner / TEST_FILE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fit = unit_info(winner)
+    assert [r["case_id"] for r in rows] == [data.case_ids[i] for i in test]
+    info = {
+        "method": AUTO, "kind": AUTO, "model": AUTO, "choice": choice.winner, "selection": choice.to_dict(),
+        "members": fit["members"], "selection_c_index": choice.mean(choice.winner),
+        "train_seconds": time.perf_counter() - t0 + float(fit["train_seconds"]),
+        "predict_seconds": fit["predict_seconds"], "test_patients": len(test), "bundle_bytes": 0,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    risk = np.array([float(r["risk"]) for r in rows])
+    months = np.array([float(r["predicted_months"]) for r in rows])
+    return _write_unit(out, data, test, risk, months, info, cohort_dir)
+
+
+def _write_unit(
+    out: Path, data: CohortData, test: np.ndarray, risk, months, info: dict, cohort_dir=None
+) -> Path:
+    """``unit.json`` and, last (a unit with ``test.csv`` is complete), ``test.csv`` (with the
+    noise-free oracle's risk where the cohort has one)."""
     write_json(out / "unit.json", info)
+    oracle = (
+        read_oracle(Path(cohort_dir), [data.case_ids[i] for i in test], NOISE_FREE) if cohort_dir else None
+    )
     tmp = out / f".{TEST_FILE}"
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case_id", "time_months", "event", "risk", "predicted_months"])
+        w.writerow(
+            ["case_id", "time_months", "event", "risk", "predicted_months"]
+            + ["oracle_risk"] * (oracle is not None)
+        )
         for k, i in enumerate(test):
             row = [data.case_ids[i], data.time_months[i], int(data.event[i])]
-            w.writerow([*row, repr(float(risk[k])), repr(float(months[k]))])
+            extra = [repr(float(oracle[k]))] if oracle is not None else []
+            w.writerow([*row, repr(float(risk[k])), repr(float(months[k])), *extra])
     tmp.rename(out / TEST_FILE)
     return out / TEST_FILE
 
@@ -179,33 +274,39 @@ def run_protocol(
     folds: int = 5,
     only: list[int] | None = None,
     methods: list[str] | None = None,
+    candidates: list[Candidate] | None = None,
     cohort_dir,
     device: str = "cpu",
     log=print,
 ) -> None:
-    """Every missing unit of the outer folds ``only`` (default all), in order; ``methods`` limits a
-    deep model to some of ``METHODS`` (default both)."""
+    """Every missing unit of the outer folds ``only`` (default all), in order. ``methods`` limits a
+    deep model to some of ``METHODS`` (default both; ``single`` where it names only ``auto``);
+    ``auto`` in ``methods`` adds a unit per candidate and the selection's unit (``candidates``:
+    default ``selection.DEFAULT_CANDIDATES``)."""
+    from survfusion.training.selection import DEFAULT_CANDIDATES
+
     out = Path(out)
     fold_of = outer_folds(data, outer, cfg.seed)
     config = asdict(cfg)
     config.pop("model")
     settings = {"outer": outer, "folds": folds, "config": config, "cases": data.case_ids}
-    if (out / "protocol.json").is_file():  # units of other settings must never be mixed in one report
-        before = read_json(out / "protocol.json", "protocol").value
-        if not isinstance(before, dict):
-            raise UserError(f"outer-test: {out / 'protocol.json'} is not a JSON object")
-        if before != settings:
-            changed = sorted(k for k in settings if before.get(k) != settings[k])
-            raise UserError(f"outer-test: {out} holds a protocol with other settings ({', '.join(changed)})")
+    _same_settings(out / "protocol.json", settings)
+    methods = list(methods) if methods else list(METHODS)
+    deep_methods = [m for m in methods if m in METHODS] or ["single"]
+    cands = list(candidates or DEFAULT_CANDIDATES) if AUTO in methods else []
+    if cands:  # candidates of another list never mix into one selection either
+        _same_settings(out / "candidates.json", {"candidates": [c.to_dict() for c in cands]})
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "protocol.json", settings)
+    if cands:
+        write_json(out / "candidates.json", {"candidates": [c.to_dict() for c in cands]})
     for o in only if only is not None else range(outer):
         if not 0 <= o < outer:
             raise UserError(f"outer-test: --only {o} is not an outer fold (0..{outer - 1})")
         test = np.flatnonzero(fold_of == o)
         for model in models:
             for method in methods_of(model):
-                if methods is not None and method != "baseline" and method not in methods:
+                if method != "baseline" and method not in deep_methods:
                     continue
                 where = unit_dir(out, o, model, method)
                 if (where / TEST_FILE).is_file():
@@ -216,3 +317,39 @@ def run_protocol(
                     folds=folds, cohort_dir=cohort_dir, device=device,
                 )  # fmt: skip
                 log(f"outer-test: fold {o} {model} {method} done in {time.perf_counter() - t0:.0f} s")
+        for cand in cands:
+            where = Path(out) / f"outer{o}" / f"candidate-{cand.name}"
+            if not (where / TEST_FILE).is_file():
+                t0 = time.perf_counter()
+                run_candidate_unit(
+                    data, cfg, where, test=test, cand=cand, cohort_dir=cohort_dir, device=device
+                )
+                log(f"outer-test: fold {o} candidate {cand.name} done in {time.perf_counter() - t0:.0f} s")
+        where = Path(out) / f"outer{o}" / AUTO
+        if cands and not (where / TEST_FILE).is_file():
+            t0 = time.perf_counter()
+            run_auto_unit(data, cfg, where, test=test, candidates=cands, cohort_dir=cohort_dir, device=device)
+            choice = unit_info(where)["choice"]
+            log(f"outer-test: fold {o} auto chose {choice} in {time.perf_counter() - t0:.0f} s")
+
+
+def unit_info(where: Path) -> dict:
+    """A finished unit's ``unit.json``."""
+    info = read_json(where / "unit.json", "unit").value
+    if not isinstance(info, dict):
+        raise UserError(f"{where / 'unit.json'}: not a JSON object")
+    return info
+
+
+def _same_settings(path: Path, settings: dict) -> None:
+    """Refuse to add units to a protocol folder written with other settings."""
+    if not path.is_file():
+        return
+    before = read_json(path, "protocol").value
+    if not isinstance(before, dict):
+        raise UserError(f"outer-test: {path} is not a JSON object")
+    if before != settings:
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        raise UserError(
+            f"outer-test: {path.parent} holds a protocol with other settings ({', '.join(changed)})"
+        )

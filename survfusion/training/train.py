@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,89 +25,17 @@ from survfusion.errors import UserError
 from survfusion.features.device import resolve_device
 from survfusion.fileio import write_json
 from survfusion.nets.calibration import RiskToTime
+from survfusion.nets.discrete import DiscreteBins, discrete_time_nll
 from survfusion.nets.models import batched_risks, build_model, count_parameters, mean_embeddings, pad_bags
 from survfusion.nets.survival import concordance_index, cox_loss
 from survfusion.progress import progress as progress_bar
-from survfusion.serving.bundle import Bundle
+from survfusion.serving.bundle import Bundle, Member
 from survfusion.serving.bundle_io import save_bundle
-from survfusion.training.dataset import CohortData, read_oracle, strata_of, stratified_folds, stratified_split
+from survfusion.training.config import SELECTED_NOTE, TrainConfig
+from survfusion.training.dataset import CohortData, read_oracle, strata_of, stratified_split
 from survfusion.training.design import InputDesign
 
-INITS = ("default", "xavier_normal")
-SAMPLERS = ("shuffle", "event_balanced")
-# What a best-epoch validation C-index is, wherever one is printed or stored.
-SELECTED_NOTE = (
-    "optimistic: the best epoch was chosen on the very patients it is scored on; the last epoch's "
-    "figure was not chosen on them"
-)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """All training settings; defaults are the paper's recipe unless marked as an option."""
-
-    model: str = "ABMIL_Surv_PG"
-    seed: int = 0
-    lr: float = 2e-4
-    weight_decay: float = 1e-5
-    batch_size: int = 2
-    max_epochs: int = 200
-    patience: int = 30  # epochs without a better validation C-index before stopping
-    val_fraction: float = 0.15
-    ties: str = "efron"
-    dropout: float = 0.25
-    rank: int = 64
-    rna_log1p: bool = False  # option: log(1 + x) of the DESeq2 values
-    rna_top_genes: int | None = None  # option: keep the k genes of highest training score (rna_select)
-    rna_select: str = "variance"  # option: or "mad" (median absolute deviation of log1p expression)
-    rna_pca: int | None = None  # option: the RNA input becomes this many principal components
-    calibration: str = "monotone"  # or "paper"
-    fused_adam: bool = True  # same Adam update, one fused kernel: 3.0x faster step on 41M parameters
-    eval_batch_size: int = 16
-    # What the reference code (hassancpu/ChimeraChallenge2025_Task_3) does and the paper's text does
-    # not say; configs/reference-code.json sets all four.
-    init: str = "default"  # or "xavier_normal": Xavier-normal Linear weights, zero biases
-    sampler: str = "shuffle"  # or "event_balanced": draws with replacement, each event class 1/2 the mass
-    min_epochs: int = 0  # early stopping never stops before this epoch
-    tie_break: str = "earlier"  # or "later": an equal validation C-index moves the best epoch forward
-
-    def __post_init__(self) -> None:
-        for name, valid in (
-            ("init", INITS),
-            ("sampler", SAMPLERS),
-            ("tie_break", ("earlier", "later")),
-            ("ties", ("efron", "breslow")),
-            ("calibration", ("monotone", "paper")),
-        ):
-            if getattr(self, name) not in valid:
-                raise UserError(
-                    f"config: {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}"
-                )
-
-    @classmethod
-    def from_overrides(cls, overrides: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise UserError(
-                f"config: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**overrides)
-
-
-def read_config_file(path: str | os.PathLike) -> dict:
-    """Settings from a JSON or YAML file (a flat mapping of TrainConfig fields)."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise UserError(f"config {path}: expected a mapping of settings")
-    return data
+__all__ = ["SELECTED_NOTE", "TrainConfig", "Trainer", "run_training"]
 
 
 class Trainer:
@@ -121,9 +48,13 @@ class Trainer:
         train_idx: np.ndarray,
         val_idx: np.ndarray,
         device: str = "cpu",
+        offset: np.ndarray | None = None,
     ) -> None:
+        """``offset`` (N,): a fixed risk added to the model's for every patient (``offset:
+        coxnet``: the pool's elastic net, so the network learns only what it misses)."""
         self.data, self.cfg, self.device = data, cfg, resolve_device(device)
         self.train_idx, self.val_idx = train_idx, val_idx
+        self.offset = None if offset is None else torch.as_tensor(offset, dtype=torch.float32)
         # every input statistic from the training patients only (survfusion.training.design)
         self.design = InputDesign.from_config(cfg).fit(data, train_idx)
         self.clinical, self.rna = self.design.clinical_, self.design.rna_
@@ -143,8 +74,16 @@ class Trainer:
         if cfg.init == "xavier_normal":
             xavier_normal_init(self.model)
         self.model = self.model.to(self.device)
+        params: list[dict] = [{"params": list(self.model.parameters())}]
+        if cfg.loss == "nll":  # the bins' hazard offsets: trained with the model, not bundled
+            t, e = data.time_months[train_idx], data.event[train_idx]
+            self.bins = DiscreteBins.fit(t, e, cfg.nll_bins)
+            self.bin_of = torch.from_numpy(self.bins.index(data.time_months))
+            init = torch.tensor(self.bins.initial_offsets(t, e), dtype=torch.float32, device=self.device)
+            self.bin_offsets = torch.nn.Parameter(init)
+            params.append({"params": [self.bin_offsets], "weight_decay": 0.0})
         self.opt = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam or None
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam or None
         )
         self.rng = np.random.default_rng(cfg.seed)
         self.last_epoch: dict = {}
@@ -156,13 +95,25 @@ class Trainer:
         return feats.to(dev), self.clin_x[idx].to(dev), self.rna_x[idx].to(dev), mask.to(dev)
 
     def _forward(self, idx: np.ndarray) -> torch.Tensor:
-        return self.model(*self._inputs(idx))
+        risk = self.model(*self._inputs(idx))
+        return risk if self.offset is None else risk + self.offset[idx].to(risk.device)
 
     def predict(self, idx: np.ndarray) -> np.ndarray:
+        """Risks of patients ``idx`` (eval mode), the offset included."""
         bags = [self.data.bags[i] for i in idx]
-        return batched_risks(
+        risk = batched_risks(
             self.model, bags, self.clin_x[idx], self.rna_x[idx], batch_size=self.cfg.eval_batch_size
         )
+        return risk if self.offset is None else risk + self.offset[idx].double().numpy()
+
+    def loss(self, risk: torch.Tensor, batch: np.ndarray) -> torch.Tensor:
+        """The training loss of ``batch``: the Cox partial likelihood, or the discrete-time one."""
+        event = self.event[batch].to(self.device)
+        if self.cfg.loss == "nll":
+            return discrete_time_nll(
+                risk, self.bin_offsets, self.bin_of[batch].to(self.device), event, alpha=self.cfg.nll_alpha
+            )
+        return cox_loss(risk, self.time[batch].to(self.device), event, ties=self.cfg.ties)
 
     def epoch_order(self) -> np.ndarray:
         """The training patients of one epoch, in order: a permutation (``shuffle``), or as many draws
@@ -182,10 +133,7 @@ class Trainer:
         order = self.epoch_order()
         for start in range(0, len(order), self.cfg.batch_size):
             batch = order[start : start + self.cfg.batch_size]
-            risk = self._forward(batch)
-            loss = cox_loss(
-                risk, self.time[batch].to(self.device), self.event[batch].to(self.device), ties=self.cfg.ties
-            )
+            loss = self.loss(self._forward(batch), batch)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -199,36 +147,38 @@ class Trainer:
             batch_size=self.cfg.eval_batch_size, device=self.device,
         )  # fmt: skip
 
-    def _scores(self, idx: np.ndarray, risk: np.ndarray) -> tuple[float, float]:
+    def _scores(self, idx: np.ndarray, risk: np.ndarray | None) -> tuple[float, float]:
+        """(Cox loss, C-index) of ``risk`` on patients ``idx``; NaN for none."""
+        if risk is None or len(idx) < 2:
+            return float("nan"), float("nan")
         t, e = self.data.time_months[idx], self.data.event[idx]
         loss = cox_loss(torch.from_numpy(risk), torch.from_numpy(t), torch.from_numpy(e), ties=self.cfg.ties)
         return float(loss), concordance_index(t, e, risk)
 
     def fit(self, progress: bool = True) -> tuple[list[dict], int]:
-        """Train with early stopping; restores the best epoch's weights. Returns (history, best)."""
+        """Train with early stopping and restore the best epoch's weights, or (``early_stopping:
+        false``) train exactly ``max_epochs`` and keep the last. Returns (history, kept epoch).
+        Without early stopping the validation patients (if any) are only scored, every epoch, and
+        the training patients only at the last epoch."""
         history, best_c, best_epoch, best_state, waited = [], -np.inf, 0, None, 0
+        stopping = self.cfg.early_stopping
         bar = progress_bar(total=self.cfg.max_epochs, desc=self.cfg.model, unit="epoch", disable=not progress)
         for epoch in range(1, self.cfg.max_epochs + 1):
             t0 = time.perf_counter()
-            try:
-                self.train_epoch()
-            except FloatingPointError:
-                peak = float(self.rna_x.abs().max())
-                hint = (
-                    (
-                        f"; the RNA inputs reach {peak:.3g} (raw DESeq2 values, the paper's setting): "
-                        "set rna_log1p: true in --config"
-                    )
-                    if not self.cfg.rna_log1p and peak > 1e3
-                    else ""
-                )
-                raise UserError(f"training diverged in epoch {epoch}: non-finite risks{hint}") from None
-            tr_risk, va_risk = self.predict(self.train_idx), self.predict(self.val_idx)
+            self._train_epoch_or_explain(epoch)
+            last = epoch == self.cfg.max_epochs
+            tr_risk = self.predict(self.train_idx) if stopping or last else None
+            va_risk = self.predict(self.val_idx)
             tr_loss, tr_c = self._scores(self.train_idx, tr_risk)
             va_loss, va_c = self._scores(self.val_idx, va_risk)
             # The last epoch's held-out risks, on its training scale: the unselected figure of
             # cross-validation (the best epoch's are chosen on the very patients they are scored on).
-            self.last_epoch = {"val_risk": va_risk, "train_mean": tr_risk.mean(), "train_sd": tr_risk.std()}
+            if tr_risk is not None:
+                self.last_epoch = {
+                    "val_risk": va_risk,
+                    "train_mean": tr_risk.mean(),
+                    "train_sd": tr_risk.std(),
+                }
             history.append(
                 {
                     "epoch": epoch,
@@ -239,6 +189,9 @@ class Trainer:
                     "seconds": time.perf_counter() - t0,
                 }
             )
+            bar.update()
+            if not stopping:
+                continue
             better = va_c > best_c or (self.cfg.tie_break == "later" and va_c == best_c)
             if better:
                 best_c, best_epoch, waited = va_c, epoch, 0
@@ -246,13 +199,27 @@ class Trainer:
             else:
                 waited += 1
             bar.set_postfix(train_c=f"{tr_c:.3f}", val_c=f"{va_c:.3f}", best=f"{best_c:.3f}@{best_epoch}")
-            bar.update()
             if waited >= self.cfg.patience and epoch >= self.cfg.min_epochs:
                 break
         bar.close()
+        if not stopping:
+            return history, len(history)
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return history, best_epoch
+
+    def _train_epoch_or_explain(self, epoch: int) -> None:
+        try:
+            self.train_epoch()
+        except FloatingPointError:
+            peak = float(self.rna_x.abs().max())
+            hint = (
+                f"; the RNA inputs reach {peak:.3g} (raw DESeq2 values, the paper's setting): "
+                "set rna_log1p: true in --config"
+                if not self.cfg.rna_log1p and peak > 1e3
+                else ""
+            )
+            raise UserError(f"training diverged in epoch {epoch}: non-finite risks{hint}") from None
 
 
 def xavier_normal_init(model: torch.nn.Module) -> None:
@@ -275,15 +242,26 @@ def run_training(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict:
-    """Train one model, write the run folder, return its metrics."""
+    """Train one model, write the run folder, return its metrics. Without early stopping the
+    validation patients (``val_fraction``, may be 0) are only scored; with ``inner_cv_epochs`` the
+    epoch count is chosen by inner folds of the training patients first, and with ``offset:
+    coxnet`` the network is a residual on the training patients' elastic net
+    (``survfusion.training.recipe``)."""
+    from survfusion.training.recipe import epochs_by_inner_cv, residual_offset
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if train_idx is None or val_idx is None:
         train_idx, val_idx = stratified_split(strata_of(data), val_fraction=cfg.val_fraction, seed=cfg.seed)
-    if not data.event[train_idx].any() or not data.event[val_idx].any():
+    if not data.event[train_idx].any() or (cfg.early_stopping and not data.event[val_idx].any()):
         raise UserError("split: training and validation both need at least one event")
     t0 = time.perf_counter()
-    trainer = Trainer(data, cfg, train_idx, val_idx, device=device)
+    chosen: dict = {}
+    if cfg.inner_cv_epochs:
+        epochs, chosen = epochs_by_inner_cv(data, cfg, train_idx, trainer=Trainer, device=device)
+        cfg = replace(cfg, max_epochs=epochs)
+    offset, linear = residual_offset(data, cfg, train_idx) if cfg.offset == "coxnet" else (None, None)
+    trainer = Trainer(data, cfg, train_idx, val_idx, device=device, offset=offset)
     history, best_epoch = trainer.fit(progress=progress)
     train_risk, val_risk = trainer.predict(train_idx), trainer.predict(val_idx)
     calibration = RiskToTime().fit(
@@ -296,17 +274,30 @@ def run_training(
         "epochs_run": len(history),
         # The held-out C-index (of risks) of the last epoch, not chosen on the held-out patients.
         "val_c_index_last_epoch": history[-1]["val_c_index"],
-        **_split_scores(data, Path(cohort_dir), train_idx, val_idx, train_risk, val_risk, calibration),
+        **_split_scores(
+            data,
+            None if cohort_dir is None else Path(cohort_dir),
+            train_idx,
+            val_idx,
+            train_risk,
+            val_risk,
+            calibration,
+        ),
         "seconds": time.perf_counter() - t0,
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
         "parameters": count_parameters(trainer.model),
         "rna_genes": trainer.rna.dim,
+        **({"epochs_by_inner_cv": chosen} if chosen else {}),
     }
-    _write_run(out, trainer, history, metrics, calibration, train_risk)
+    # without validation patients there is no validation figure: None, never NaN in a JSON file
+    metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in metrics.items()}
+    _write_run(out, trainer, history, metrics, calibration, train_risk, linear)
     return metrics
 
 
-def _split_scores(data, cohort_dir: Path, train_idx, val_idx, train_risk, val_risk, calibration) -> dict:
+def _split_scores(
+    data, cohort_dir: Path | None, train_idx, val_idx, train_risk, val_risk, calibration
+) -> dict:
     """C-index on the training and held-out patients (held-out: of the predicted months, the
     challenge's score, and of the risks), and the oracle's on the same held-out patients."""
     t_val, e_val = data.time_months[val_idx], data.event[val_idx]
@@ -318,7 +309,7 @@ def _split_scores(data, cohort_dir: Path, train_idx, val_idx, train_risk, val_ri
         "n_val": len(val_idx),
         "val_events": int(e_val.sum()),
     }
-    oracle = read_oracle(cohort_dir, data.case_ids)
+    oracle = read_oracle(cohort_dir, data.case_ids) if cohort_dir is not None else None
     if oracle is not None and np.isfinite(oracle[val_idx]).all():
         scores["oracle_val_c_index"] = concordance_index(t_val, e_val, oracle[val_idx])
     return scores
@@ -343,66 +334,21 @@ def write_records(out: Path, trainer: Trainer, history: list[dict], metrics: dic
 
 
 def _write_run(
-    out: Path, trainer: Trainer, history: list[dict], metrics: dict, calibration, train_risk: np.ndarray
-) -> None:
-    """The run's records (``write_records``) and its one-member bundle (on the scale of
-    ``train_risk``, the best epoch's training risks)."""
+    out: Path, trainer: Trainer, history: list[dict], metrics: dict, calibration, train_risk: np.ndarray,
+    linear: Member | None = None,
+) -> None:  # fmt: skip
+    """The run's records (``write_records``) and its bundle: one member (on the scale of
+    ``train_risk``, the best epoch's training risks), or with ``linear`` (a residual) the linear
+    member and the network, their risks added."""
     data, cfg = trainer.data, trainer.cfg
     split = write_records(out, trainer, history, metrics)
-    bundle = Bundle.single(
-        cfg.model,
-        trainer.model,
-        trainer.clinical,
-        trainer.rna,
-        calibration,
-        config={**asdict(cfg), "split": split},
-        metrics=metrics,
-        request=data.feature_request,
-        embedding_means=trainer.embedding_means(),
-        risk_mean=float(train_risk.mean()),
-        risk_sd=float(train_risk.std()) or 1.0,  # one member needs no common scale
-    )
+    member = Member(
+        trainer.model, trainer.clinical, trainer.rna, trainer.embedding_means(),
+        float(train_risk.mean()), float(train_risk.std()) or 1.0,  # one member needs no common scale
+    )  # fmt: skip
+    bundle = Bundle(
+        cfg.model, [member] if linear is None else [linear, member], calibration,
+        {**asdict(cfg), "split": split}, metrics, data.feature_request,
+        combination="mean" if linear is None else "sum",
+    )  # fmt: skip
     save_bundle(bundle, out / "bundle")
-
-
-def run_cross_validation(
-    data: CohortData,
-    cfg: TrainConfig,
-    out: str | os.PathLike,
-    *,
-    folds: int,
-    cohort_dir,
-    device: str = "cpu",
-    progress: bool = True,
-) -> dict:
-    """``folds`` runs, one per held-out fold, in ``out/fold_<i>``; the summary in ``out/cv.json``."""
-    fold_of = stratified_folds(strata_of(data), k=folds, seed=cfg.seed)
-    results = []
-    for k in range(folds):
-        train_idx, val_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-        results.append(
-            run_training(
-                data,
-                cfg,
-                Path(out) / f"fold_{k}",
-                cohort_dir=cohort_dir,
-                train_idx=train_idx,
-                val_idx=val_idx,
-                device=device,
-                progress=progress,
-            )
-        )
-    c = np.array([r["val_c_index"] for r in results])
-    last = np.array([r["val_c_index_last_epoch"] for r in results])
-    summary = {
-        "model": cfg.model,
-        "folds": folds,
-        "val_c_index_mean": float(c.mean()),
-        "val_c_index_sd": float(c.std(ddof=1)),
-        "val_c_index_last_epoch_mean": float(last.mean()),
-        "val_c_index_last_epoch_sd": float(last.std(ddof=1)),
-        "note": SELECTED_NOTE,
-        "per_fold": results,
-    }
-    write_json(Path(out) / "cv.json", summary)
-    return summary
