@@ -168,3 +168,26 @@ def test_batched_risks_equal_one_patient_at_a_time(small_dims):
         emb = model.encode(bags[0][None], clinical[:1], rna[:1])
         want = model.fuse(Embeddings(emb.hist, mean_rna[None], emb.clinical, emb.attention))
     assert got[0] == pytest.approx(float(want), rel=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_is_reproducible(p):
+    """Properties of inverted dropout that hold exactly (scale, gradient, eval identity, seed) or
+    with a binomial tolerance (the zeroed fraction of 10^6 elements: sd <= 5e-4, 6 sd allowed)."""
+    from survfusion.nets.dropout import Dropout
+
+    d = Dropout(p)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(3)
+    y = d(x)
+    zero = y == 0
+    assert abs(zero.double().mean().item() - p) < 6 * 5e-4
+    assert torch.equal(y[~zero], torch.full_like(y[~zero], 1.0 / (1.0 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d y / d x is the mask times the scale
+    torch.manual_seed(3)
+    assert torch.equal(d(x), y)
+    assert torch.equal(d.eval()(x), x)
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x)) and Dropout(0.0)(x) is x
+    with pytest.raises(ValueError):
+        Dropout(1.5)

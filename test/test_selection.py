@@ -218,3 +218,8 @@ def test_auto_in_outer_test_and_as_a_packaged_model(cohort, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     months = json.loads((tmp_path / "o" / "likelihood-of-bladder-cancer-recurrence.json").read_text())
     assert np.isfinite(months) and months >= 0
+
+
+def test_the_small_cohort_config_file_is_the_recipe_auto_uses():
+    assert json.loads((ROOT / "configs" / "small-cohort.json").read_text()) == sel.SMALL_COHORT
+    TrainConfig.from_overrides(sel.SMALL_COHORT)  # every key is a setting

@@ -21,7 +21,7 @@ from survfusion.cli.main import main
 from survfusion.synth.cohort import CLASSES, make_patients, write_cohort
 from survfusion.synth.worlds import NEEDLE_FRACTION, WORLDS
 from survfusion.training.dataset import load_cohort
-from survfusion.training.design import InputDesign, gene_scores, pca_projection, top_columns
+from survfusion.training.design import PCA_RTOL, InputDesign, gene_scores, pca_projection, top_columns
 from survfusion.training.train import TrainConfig
 
 
@@ -119,6 +119,19 @@ def test_pca_projection_is_orthonormal_and_signed():
     top = np.abs(p["components"]).argmax(axis=1)
     assert (p["components"][np.arange(3), top] > 0).all()
     assert list(top_columns(np.array([1.0, 3.0, 3.0, 2.0]), 2)) == [1, 2]  # a tie keeps the earlier
+
+
+def test_pca_projection_keeps_only_directions_above_rounding_and_matches_sklearn():
+    """Rows spanning 3 directions plus float32-sized jitter: asking for 6 components gives the 3
+    real ones (standardising the jitter's scores would blow rounding up to unit variance), and they
+    are scikit-learn's principal axes up to sign."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 10)) + 1e-9 * rng.normal(size=(40, 10))
+    p = pca_projection(x, 6, standardise=False)
+    assert p["components"].shape == (3, 10)
+    ref = PCA(3).fit(x).components_
+    np.testing.assert_allclose(np.abs(p["components"] @ ref.T), np.eye(3), atol=1e-6)
+    assert PCA_RTOL * np.linalg.svd(x - x.mean(0), compute_uv=False)[0] > 1e-9 * np.sqrt(40 * 10)
 
 
 @pytest.mark.filterwarnings("ignore:all coefficients are zero")

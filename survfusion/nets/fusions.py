@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from survfusion.nets.dropout import Dropout
 from survfusion.nets.models import (
     HIST_DIM,
     RNA_DIM,
@@ -49,7 +50,7 @@ class LowRankMultimodalFusion(SurvivalModel):
         )
         self.rank_weights = nn.Parameter(torch.full((1, self.lmf_rank), 1.0 / self.lmf_rank))
         self.bias = nn.Parameter(torch.zeros(1, h))
-        self.dropout = nn.Dropout(dims.dropout)
+        self.dropout = Dropout(dims.dropout)
         self.head = nn.Linear(h, 1)
 
     def fuse(self, emb: Embeddings) -> torch.Tensor:
@@ -70,7 +71,7 @@ class FactorizedBilinearPooling(nn.Module):
         self.out, self.k = out, k
         self.u = nn.Linear(dim_a, out * k)
         self.v = nn.Linear(dim_b, out * k)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         z = self.dropout(self.u(a) * self.v(b)).view(-1, self.out, self.k).sum(-1)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from survfusion.nets.dropout import Dropout
 from survfusion.nets.registry import ModelDims, build_model, model_names, register  # noqa: F401 (public here too)
 
 HIST_DIM = 512
@@ -72,9 +73,9 @@ class GatedAttentionMIL(nn.Module):
 
     def __init__(self, feat_dim: int, dropout: float) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(feat_dim, HIST_DIM), nn.ReLU(), nn.Dropout(dropout))
-        self.attn_tanh = nn.Sequential(nn.Linear(HIST_DIM, ATTN_DIM), nn.Tanh(), nn.Dropout(dropout))
-        self.attn_gate = nn.Sequential(nn.Linear(HIST_DIM, ATTN_DIM), nn.Sigmoid(), nn.Dropout(dropout))
+        self.embed = nn.Sequential(nn.Linear(feat_dim, HIST_DIM), nn.ReLU(), Dropout(dropout))
+        self.attn_tanh = nn.Sequential(nn.Linear(HIST_DIM, ATTN_DIM), nn.Tanh(), Dropout(dropout))
+        self.attn_gate = nn.Sequential(nn.Linear(HIST_DIM, ATTN_DIM), nn.Sigmoid(), Dropout(dropout))
         self.attn_score = nn.Linear(ATTN_DIM, 1)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +94,7 @@ class RnaEncoder(nn.Sequential):
         layers: list[nn.Module] = []
         sizes = (rna_dim, *RNA_HIDDEN)
         for n_in, n_out in pairwise(sizes):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(n_in, n_out), nn.ReLU(), Dropout(dropout)]
         layers += [nn.Linear(sizes[-1], RNA_DIM), nn.ReLU()]
         super().__init__(*layers)
 

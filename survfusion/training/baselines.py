@@ -161,10 +161,13 @@ def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int)
         model = _path(x, y, choice["l1_ratio"], alphas)  # the path down to the chosen penalty
     alpha = choice["alpha"]
     # the coefficients predict() uses at this penalty (the path may stop before its last penalty,
-    # and predict() then reads them off the path): the rows of the identity give them exactly
-    beta = np.asarray(model.predict(np.eye(x.shape[1]), alpha=alpha), np.float64)
+    # and predict() then reads them off the path): predict(x) = x . coef - offset, so the rows of
+    # the identity less the origin give them exactly; the risk drops the constant offset (a Cox
+    # model's risk is defined up to one, and the bundle's linear model then equals it)
+    origin = float(model.predict(np.zeros((1, x.shape[1])), alpha=alpha)[0])
+    beta = np.asarray(model.predict(np.eye(x.shape[1]), alpha=alpha), np.float64) - origin
     choice.pop("grid")
-    return Fitted(lambda z: model.predict(z, alpha=alpha), beta, choice)
+    return Fitted(lambda z: model.predict(z, alpha=alpha) - origin, beta, choice)
 
 
 def fit_rsf(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int):
