@@ -112,6 +112,18 @@ def test_the_design_gives_training_what_the_container_gives_each_file(needle):
     np.testing.assert_array_equal(d2.rna_.projection["components"], d.rna_.projection["components"])
 
 
+def test_synthetic_features_draw_each_patients_tiles_from_a_stream_of_its_own(needle):
+    """Tile noise independent between patients: the 40 slide means span (numerically) far more
+    directions than the 5 tissue classes' mix could give them, and no two bags share a tile."""
+    cohort, feats = needle
+    data = load_cohort(cohort, feats)
+    means = np.stack([b.double().mean(0).numpy() for b in data.bags])
+    sv = np.linalg.svd(means - means.mean(0), compute_uv=False)
+    assert np.count_nonzero(sv > 1e-3 * sv[0]) > 2 * len(CLASSES)
+    firsts = {tuple(b[0, :4].tolist()) for b in data.bags}
+    assert len(firsts) == len(data.bags)
+
+
 def test_pca_projection_is_orthonormal_and_signed():
     x = np.random.default_rng(0).normal(size=(50, 8)) @ np.diag([5, 4, 3, 2, 1, 1, 1, 1.0])
     p = pca_projection(x, 3)

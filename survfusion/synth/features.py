@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,8 @@ def write_synthetic_features(
     side = int(np.ceil(np.sqrt(tiles)))
     coords = np.array([(i % side, i // side) for i in range(tiles)], np.int64) * spec.tile_px * 2
     for case_id, mix in mixes.items():
-        case_rng = np.random.default_rng([seed, int.from_bytes(case_id.encode(), "little") % 2**32])
+        # a stream per case: the whole id hashed (its first four bytes alone are shared by most ids)
+        case_rng = np.random.default_rng([seed, zlib.crc32(case_id.encode())])
         classes = case_rng.choice(len(CLASSES), size=tiles, p=mix / mix.sum())
         x = prototypes[classes] + 0.5 * case_rng.normal(size=(tiles, width))
         if case_id.startswith("3B"):
