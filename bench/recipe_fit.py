@@ -12,6 +12,7 @@ reported with the ratio. A classical baseline has no dropout: one row.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -30,6 +31,7 @@ from survfusion.training.protocol import outer_folds
 from survfusion.training.selection import DEFAULT_CANDIDATES, Candidate, fit_candidate
 
 KIT = models.Dropout
+BASE = Path(__file__).resolve().parents[1] / "configs" / "synthetic-2048.json"  # the data options
 
 
 def _use(dropout) -> None:
@@ -44,7 +46,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-paper", action="store_true")
     args = ap.parse_args()
-    base = TrainConfig.from_overrides({"rna_log1p": True, "rna_top_genes": 2048})
+    base = TrainConfig.from_overrides(json.loads(BASE.read_text()))
     data = load_cohort(args.cohort, args.features)
     data.raw_rna()
     pool = np.flatnonzero(outer_folds(data, 5, 0) != 0)

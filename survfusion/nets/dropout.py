@@ -5,7 +5,7 @@ While training, each element is zeroed with probability ``p`` and the rest are s
 numpy's PCG64 (16 random bits per element, so ``p`` is quantised to 1/65536), seeded by one draw
 from torch's default generator, so ``torch.manual_seed`` still makes a training run reproducible.
 torch's own CPU dropout draws its mask one Bernoulli at a time: on a bag batch of 64 x 64 tiles x
-512 it took 46 ms forward + backward against 18 ms here (bench/recipes.py measures the training
+512 it took 46 ms forward + backward against 18 ms here (bench/recipe_fit.py measures the training
 it speeds up). On a GPU it is ``torch.nn.functional.dropout``. It holds no parameters, so bundles
 are unchanged.
 """

@@ -54,11 +54,11 @@ def top_columns(scores: np.ndarray, k: int | None) -> np.ndarray:
 
 def pca_projection(x: np.ndarray, k: int, *, standardise: bool = True) -> dict[str, np.ndarray]:
     """The ``k`` leading principal axes of the rows of ``x`` (P, F), centred and, with
-        ``standardise``, scaled to unit sd (genes: a column constant over the rows has scale 1):
-        ``center``/``scale`` (F,), ``components`` (at most k, F) orthonormal (fewer where the rows span
-    fewer directions than ``k`` above ``PCA_RTOL``), each signed so that its largest
-        loading is positive (a deterministic sign). Embeddings are only centred: their dimensions share
-        one scale, and dividing by a near-constant dimension's sd would blow it up."""
+    ``standardise``, scaled to unit sd (genes: a column constant over the rows has scale 1):
+    ``center``/``scale`` (F,), ``components`` (at most k, F; fewer where the rows span fewer
+    directions above ``PCA_RTOL``) orthonormal, each signed so that its largest loading is positive
+    (a deterministic sign). Embeddings are only centred: their dimensions share
+    one scale, and dividing by a near-constant dimension's sd would blow it up."""
     if not k >= 1:
         raise UserError(f"config: a PCA needs at least 1 component, got {k}")
     center = x.mean(axis=0)
@@ -68,8 +68,8 @@ def pca_projection(x: np.ndarray, k: int, *, standardise: bool = True) -> dict[s
     _, sv, vt = np.linalg.svd(z, full_matrices=False)
     # a direction whose spread is below PCA_RTOL of the leading one is rounding, not signal (the
     # inputs are float32): standardising its scores would blow that rounding up to unit variance
-    rank = max(1, int(np.count_nonzero(sv > PCA_RTOL * sv[0]))) if len(sv) and sv[0] > 0 else 1
-    comps = vt[: min(k, rank, len(vt))]
+    rank = max(1, int(np.count_nonzero(sv > PCA_RTOL * sv[0]))) if len(sv) else 1
+    comps = vt[: min(k, rank)]
     flip = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
     return {"center": center, "scale": scale, "components": comps * flip[:, None]}
 
