@@ -33,3 +33,8 @@ RNA_ABSOLUTE_MAX = 1e7  # the bound for bundles without per-gene training maxima
 
 # Bundles
 MAX_ENSEMBLE_MEMBERS = 100  # members in one bundle (folds x seeds): each is a full model in memory
+
+# Imported tile features (import-features: the organisers' .pt + .npy pairs)
+MAX_IMPORT_TILES = 250_000  # rows of one file (= MAX_GRID_TILES: no slide has more tiles)
+MAX_IMPORT_WIDTH = 8192  # embedding width (the widest registered encoder has 2,560)
+MAX_IMPORT_BYTES = 4 * 2**30  # stored bytes of one .pt or .npy file (and of its tensors, uncompressed)

@@ -28,6 +28,19 @@ def add_synth_parser(sub) -> None:
         action="store_true",
         help="leave out the slides and masks (outcomes, RNA, clinical and oracle only: for synth-features)",
     )
+    p.add_argument(
+        "--layout",
+        choices=("kit", "release"),
+        default="kit",
+        help="kit: outcomes.csv, slides/, masks/, rna/, clinical/; release: the CHIMERA release as "
+        "downloaded "
+        "(data/<pid>/..., outcomes inside <pid>_CD.json, a QC CSV, and the organisers' .pt/.npy features)",
+    )
+    p.add_argument(
+        "--release-encoder",
+        default="uni",
+        help="with --layout release: the encoder whose width the organisers' .pt features take",
+    )
     p.add_argument("--case-dir", help="also write one patient as a grand-challenge job folder here")
     p.add_argument("--case-slide-px", type=int, default=2688, help="slide size of the --case-dir patient")
     p.set_defaults(func=run_synth)
@@ -62,6 +75,14 @@ def run_synth(args: argparse.Namespace) -> int:
                 progress=lambda _: bar.update(),
                 world=args.world,
                 slides=not args.no_slides,
+                layout=args.layout,
+            )
+        if args.layout == "release":
+            from survfusion.features.encoders import encoder_spec
+            from survfusion.synth.features import write_release_features
+
+            write_release_features(
+                args.out, width=encoder_spec(args.release_encoder).embed_dim, seed=args.seed
             )
         print(
             f"synth: {args.patients} patients of the {summary['world']} world -> {args.out} in "

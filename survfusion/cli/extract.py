@@ -18,9 +18,16 @@ def add_extract_parser(sub) -> None:
     p = sub.add_parser("extract", help="tile slides inside their tissue masks and embed the tiles")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--slide", help="one slide (its case id is the file name without extension)")
-    src.add_argument("--cohort", help="a cohort folder: slides/<case_id>.tif with masks/<case_id>.tif")
+    src.add_argument(
+        "--cohort",
+        help="a cohort folder (slides/<case_id>.tif with masks/<case_id>.tif) or the CHIMERA release as "
+        "downloaded (data/<pid>/<pid>_HE.tif with <pid>_HE_mask.tif)",
+    )
     src.add_argument("--list", help="a CSV with columns slide[, mask, case_id]")
     p.add_argument("--mask", help="tissue mask for --slide")
+    from survfusion.cli.train import _qc_arg
+
+    _qc_arg(p)
     p.add_argument("--out", required=True, help="output folder: one <case_id>.h5 per slide")
     p.add_argument(
         "--encoder",
@@ -104,7 +111,7 @@ def _jobs(args: argparse.Namespace):
             "--mask goes with --slide; a cohort's masks live in masks/, a list's in its mask column"
         )
     else:
-        jobs = cohort_jobs(args.cohort) if args.cohort else list_jobs(args.list)
+        jobs = cohort_jobs(args.cohort, qc=args.qc) if args.cohort else list_jobs(args.list)
     return shard(jobs, *parse_shard(args.shard))
 
 

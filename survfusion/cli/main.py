@@ -7,6 +7,7 @@
 - ``synth``: a synthetic cohort in the real formats (and a grand-challenge sample case).
 - ``train`` (``--folds K --ensemble`` for a fold ensemble), ``evaluate``, ``compare``: the experiment.
 - ``outer-test``: the paper's single split vs the fold ensemble on outer test sets.
+- ``import-features``, ``cohort-card``: the CHIMERA release as downloaded (its features, its data card).
 - ``package``: assemble the container's model directory (bundle + encoder weights as safetensors).
 """
 
@@ -17,6 +18,7 @@ import sys
 
 from survfusion.cli.data import add_synth_parser
 from survfusion.cli.extract import add_encoders_parser, add_extract_parser, add_init_encoder_parser
+from survfusion.cli.release import add_release_parsers
 from survfusion.cli.train import add_train_parsers
 from survfusion.errors import UserError
 
@@ -58,8 +60,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 PIPELINE = """\
 the pipeline, in order (each command's --help describes its options):
-  synth        a synthetic cohort to try things on (or bring the CHIMERA data)
-  extract      slides -> one feature file per slide (UNI, or another of 'encoders')
+  synth        a synthetic cohort to try things on (or bring the CHIMERA release as downloaded)
+  cohort-card  what a cohort holds, from file headers: a Markdown page and a figure
+  extract      slides -> one feature file per slide (UNI, or another of 'encoders'),
+               or import-features: the organisers' published .pt features
   train        features + RNA + clinical -> a run folder with its bundle/
   evaluate     a bundle on a cohort: C-index with its interval, KM curves, heatmaps
   package      a run's bundle + the encoder's weights -> model/ (what the container mounts)
@@ -84,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_init_encoder_parser(sub)
     add_extract_parser(sub)
     add_train_parsers(sub)
+    add_release_parsers(sub)
     helps = {a.dest: a.help for a in sub._choices_actions}
     for name, command in sub.choices.items():
         command.formatter_class = HelpFormatter

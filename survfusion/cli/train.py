@@ -8,8 +8,28 @@ from survfusion.errors import UserError
 
 
 def _cohort_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cohort", required=True, help="cohort folder (outcomes.csv, slides/, rna/, clinical/)")
-    p.add_argument("--features", required=True, help="the cohort's feature files (extract)")
+    p.add_argument(
+        "--cohort",
+        required=True,
+        help="cohort folder (outcomes.csv, slides/, rna/, clinical/), or the CHIMERA release as downloaded "
+        "(data/<pid>/<pid>_CD.json ...; outcomes from the clinical JSON)",
+    )
+    p.add_argument("--features", required=True, help="the cohort's feature files (extract, import-features)")
+    _qc_arg(p)
+
+
+def _qc_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--qc",
+        choices=("report", "exclude"),
+        default="report",
+        help="a release's task3_quality_control.csv: report the cases it flags and keep them, or exclude "
+        "them (each with a line; survfusion.training.release documents the rule)",
+    )
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
@@ -84,6 +104,12 @@ def add_train_parsers(sub) -> None:
         "--encoder-weights", required=True, help="the tile encoder's weights used for the features"
     )
     p.add_argument("--out", default="model", help="model directory to fill")
+    p.add_argument(
+        "--accept-imported-tiling",
+        action="store_true",
+        help="package a bundle trained on imported features although the container would not tile and "
+        "embed the slides exactly as they were (package names each difference)",
+    )
     p.set_defaults(func=run_package)
 
     p = sub.add_parser(
@@ -159,7 +185,7 @@ def run_outer_test(args: argparse.Namespace) -> int:
         from survfusion.training.selection import read_candidates
 
         candidates = read_candidates(args.candidates) if args.candidates else None
-        data = load_cohort(args.cohort, args.features)
+        data = load_cohort(args.cohort, args.features, qc=args.qc)
         run_protocol(
             data, cfg, args.out, models=args.models, outer=args.outer, folds=args.folds, only=args.only,
             methods=args.methods, candidates=candidates, cohort_dir=args.cohort, device=args.device,
@@ -187,7 +213,7 @@ def run_train(args: argparse.Namespace) -> int:
         check_model_name(cfg.model)  # before anything is loaded or printed
     elif args.ensemble or args.folds:
         raise UserError(f"train: {cfg.model} is a classical baseline: it trains on the single split")
-    data = load_cohort(args.cohort, args.features)
+    data = load_cohort(args.cohort, args.features, qc=args.qc)
     n_events = int(data.event.sum())
     print(f"train: {cfg.model}, {len(data)} patients ({n_events} events), seed {cfg.seed} -> {args.out}")
     if args.ensemble:
@@ -224,11 +250,17 @@ def run_train(args: argparse.Namespace) -> int:
         )
     else:
         m = run_training(data, cfg, args.out, cohort_dir=args.cohort, device=args.device)
-        oracle = f"; oracle {m['oracle_val_c_index']:.3f}" if "oracle_val_c_index" in m else ""
+        if not m.get("n_val"):  # a fixed-epoch recipe (val_fraction 0): nothing held out to report
+            print(
+                f"train: {m['epochs_run']} epochs on all {m['n_train']} patients, none held out (a fixed "
+                f"epoch count: outer-test scores the recipe); {m['seconds']:.0f} s"
+            )
+            return 0
+        oracle = f"; oracle {_f(m.get('oracle_val_c_index'))}" if "oracle_val_c_index" in m else ""
         print(
             f"train: best epoch {m['best_epoch']} of {m['epochs_run']}; validation C-index at the best "
-            f"epoch {m['val_c_index']:.3f} (risk {m['val_c_index_risk']:.3f}{oracle}), at the last epoch "
-            f"{m['val_c_index_last_epoch']:.3f} [{SELECTED_NOTE}]; {m['seconds']:.0f} s"
+            f"epoch {_f(m['val_c_index'])} (risk {_f(m['val_c_index_risk'])}{oracle}), at the last epoch "
+            f"{_f(m['val_c_index_last_epoch'])} [{SELECTED_NOTE}]; {m['seconds']:.0f} s"
         )
     return 0
 
@@ -242,7 +274,7 @@ def _train_auto(args: argparse.Namespace) -> int:
         raise UserError("train --model auto: the candidates say how each trains (--candidates), not --folds")
     cfg = _config(args, keys=("max_epochs", "seed"))
     candidates = read_candidates(args.candidates)
-    data = load_cohort(args.cohort, args.features)
+    data = load_cohort(args.cohort, args.features, qc=args.qc)
     print(f"train: auto over {len(candidates)} candidates, {len(data)} patients -> {args.out}")
     sel = train_auto(data, cfg, candidates, args.out, cohort_dir=args.cohort, device=args.device, log=print)
     for row in sel.to_dict()["candidates"]:
@@ -262,6 +294,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         cases=args.cases,
         heatmaps=args.heatmaps,
         heatmap_cases=args.heatmap_cases,
+        qc=args.qc,
     )
     print("\n".join(summary_lines(metrics, args.out)))
     return 0
@@ -273,7 +306,10 @@ def run_package(args: argparse.Namespace) -> int:
     from survfusion.serving.bundle_io import resolve_bundle_dir
     from survfusion.serving.modeldir import write_model_dir
 
-    out = write_model_dir(args.out, resolve_bundle_dir(args.run), args.encoder_weights)
+    out = write_model_dir(
+        args.out, resolve_bundle_dir(args.run), args.encoder_weights,
+        accept_imported_tiling=args.accept_imported_tiling,
+    )  # fmt: skip
     print(
         f"package: {out}/bundle + {out}/encoder/ ({Path(args.encoder_weights).name} as safetensors; "
         "checked by loading)"

@@ -79,6 +79,11 @@ class FeatureRequest:
         tolerance: relative spacing difference within which a pyramid level is read as it is.
         spacing_override_um: used instead of the slides' own level-0 spacing (None: the file's).
         max_tiles: a cap on the tiles per slide, a spatially uniform subset (None: every tile).
+        source: where features made by another pipeline came from (``import-features``); None for
+            this kit's ``extract``.
+        unreproduced: what of an imported tiling this kit's extraction (so the container) would not
+            reproduce, one reason each; ``package`` refuses a bundle whose features have any, unless
+            told to accept them.
     """
 
     encoder: str
@@ -90,13 +95,22 @@ class FeatureRequest:
     tolerance: float
     spacing_override_um: float | None = None
     max_tiles: int | None = None
+    source: str | None = None
+    unreproduced: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UserError(f"feature request: precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field; ``source`` and ``unreproduced`` only when set, so a request of ``extract``
+        reads (and hashes) as it did before imports existed."""
+        d = asdict(self)
+        d["unreproduced"] = list(self.unreproduced)
+        for k in ("source", "unreproduced"):
+            if not d[k]:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureRequest:
@@ -121,6 +135,8 @@ class FeatureRequest:
                 tolerance=float(values["tolerance"]),
                 spacing_override_um=_optional(values.get("spacing_override_um"), float),
                 max_tiles=_optional(values.get("max_tiles"), int),
+                source=_optional(values.get("source"), str),
+                unreproduced=tuple(str(r) for r in values.get("unreproduced") or ()),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"feature request: malformed ({type(err).__name__}: {err})") from None
@@ -139,7 +155,7 @@ class FeatureRequest:
 
     def differences(self, other: FeatureRequest) -> list[str]:
         """``field: ours != theirs`` for every field that differs (floats to 1e-9 relative)."""
-        a, b = self.to_dict(), other.to_dict()
+        a, b = asdict(self), asdict(other)
         return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if not _same(a[k], b[k])]
 
 

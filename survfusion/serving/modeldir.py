@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,14 +172,36 @@ def load_model(
 
 
 def write_model_dir(
-    out: str | os.PathLike, bundle_dir: str | os.PathLike, encoder_weights: str | os.PathLike
+    out: str | os.PathLike,
+    bundle_dir: str | os.PathLike,
+    encoder_weights: str | os.PathLike,
+    *,
+    accept_imported_tiling: bool = False,
 ) -> Path:
     """Assemble a model directory (the grand-challenge model tarball's content) from a trained bundle
-    and the tile encoder's weights (converted to safetensors); checked by loading it back."""
+    and the tile encoder's weights (converted to safetensors); checked by loading it back. A bundle
+    trained on imported features whose tiling the container would not reproduce
+    (``FeatureRequest.unreproduced``) is refused, with every reason, unless
+    ``accept_imported_tiling``."""
     out, encoder_weights = Path(out), Path(encoder_weights)
     bundle = load_bundle(Path(bundle_dir))
     request = bundle_request(bundle, Path(bundle_dir))
     check_width(bundle, request, Path(bundle_dir))
+    if request.unreproduced and not accept_imported_tiling:
+        raise BundleError(
+            f"package: the bundle was trained on imported features ({request.source}) that the container "
+            f"would not embed alike: {'; '.join(request.unreproduced)}. The container tiles at "
+            f"{request.target_spacing_um:g} µm/px, {request.tile_px} px, cap {request.max_tiles}, "
+            "with this kit's "
+            "tissue rule; pass --accept-imported-tiling to package it knowingly"
+        )
+    if request.unreproduced:
+        print(f"package: accepted knowingly: {'; '.join(request.unreproduced)}", file=sys.stderr)
+    if request.weights_sha256 == "unknown":
+        raise BundleError(
+            "package: the imported features do not record which encoder weights made them, so the "
+            "container's embeddings cannot be checked against them; import them again with --encoder-weights"
+        )
     source_sha = sha256_file(encoder_weights)
     if source_sha != request.weights_sha256:
         raise BundleError(

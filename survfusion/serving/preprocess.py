@@ -19,7 +19,8 @@ import numpy as np
 from survfusion.errors import UserError
 from survfusion.limits import CLINICAL_RANGES, RNA_ABSOLUTE_MAX, RNA_MAX_FACTOR
 
-LABEL_FIELDS = ("Time_to_prog_or_FUend", "progression")
+# The outcome inside a clinical record (some copies of the release name the time the second way).
+LABEL_FIELDS = ("Time_to_prog_or_FUend", "time_to_HG_recur_or_FUend", "progression")
 
 # Valid ranges of the numeric clinical fields, from clinical sense and the training statistics of the
 # schema (age 68.9 +- 9.0 years; 19.2 +- 9.3 BCG instillations). A value outside is treated as

@@ -39,15 +39,12 @@ from survfusion.serving.sockets import (
     WSI_SLUG,
 )
 from survfusion.slides.tiffwrite import write_mask, write_pyramid
+from survfusion.synth.release import LAYOUTS, case_paths, write_qc_csv
 from survfusion.synth.worlds import NEEDLE_FRACTION, NOISE_SD, Inputs, oracle_summary
 from survfusion.synth.worlds import world as world_spec
 from survfusion.training.cohort import (
-    CLINICAL_DIR,
-    MASKS_DIR,
     ORACLE_FILE,
     OUTCOMES_FILE,
-    RNA_DIR,
-    SLIDES_DIR,
 )
 from survfusion.training.dataset import NOISE_FREE
 
@@ -295,14 +292,9 @@ def _write_slide_files(
 
 
 def _cohort_worker(args) -> str:
-    patient, size, out, mask_value = args
-    _write_slide_files(
-        patient,
-        size,
-        out / SLIDES_DIR / f"{patient.case_id}.tif",
-        out / MASKS_DIR / f"{patient.case_id}.tif",
-        mask_value,
-    )
+    patient, size, out, mask_value, layout = args
+    paths = case_paths(out, patient.case_id, layout)
+    _write_slide_files(patient, size, paths["slide"], paths["mask"], mask_value)
     return patient.case_id
 
 
@@ -316,9 +308,16 @@ def write_cohort(
     progress=None,
     world: str = "default",
     slides: bool = True,
+    layout: str = "kit",
 ) -> dict:
     """Write the whole cohort of ``world``; returns the oracle summary (also in ``oracle.json``).
-    ``slides=False`` leaves out the slides and masks (a cohort for ``synth-features`` alone)."""
+    ``slides=False`` leaves out the slides and masks (a cohort for ``synth-features`` alone).
+    ``layout="release"`` writes the CHIMERA release's layout instead of the kit's: per patient
+    folders, the outcome inside ``<pid>_CD.json`` (no ``outcomes.csv``), masks of 0/1, and
+    ``data/task3_quality_control.csv`` (invented columns ``case_id, qc_status, comment``: the real
+    ones are not published) failing ``QC_FAILS`` cases; oracle.csv/json stay at the top."""
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     out = Path(out)
     if slide_px % MASK_DOWNSAMPLE or slide_px < CELL_PX:
         raise UserError(
@@ -327,14 +326,20 @@ def write_cohort(
     pts = make_patients(patients, seed, world)
     genes, mu, program = _rna_baseline()
     for p in pts:
-        _write_json(out / RNA_DIR / f"{p.case_id}.json", rna_values(p, genes, mu, program))
-        _write_json(out / CLINICAL_DIR / f"{p.case_id}.json", _labelled(p))
-    with open(out / OUTCOMES_FILE, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case_id", "cohort", "time_months", "event"])
-        w.writerows([p.case_id, p.cohort, p.time_months, int(p.event)] for p in pts)
+        paths = case_paths(out, p.case_id, layout)
+        _write_json(paths["rna"], rna_values(p, genes, mu, program))
+        _write_json(paths["clinical"], _labelled(p))
+    if layout == "kit":
+        with open(out / OUTCOMES_FILE, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["case_id", "cohort", "time_months", "event"])
+            w.writerows([p.case_id, p.cohort, p.time_months, int(p.event)] for p in pts)
+    else:
+        write_qc_csv(out, [p.case_id for p in pts], seed)
     _write_oracle_csv(out / ORACLE_FILE, pts)
-    jobs = [(p, slide_px, out, 255 if i % 2 == 0 else 1) for i, p in enumerate(pts)] if slides else []
+    # the release's masks are 0/1; the kit's synthetic ones alternate 0/255 and 0/1 (both occur)
+    value = (lambda i: 1) if layout == "release" else (lambda i: 255 if i % 2 == 0 else 1)
+    jobs = [(p, slide_px, out, value(i), layout) for i, p in enumerate(pts)] if slides else []
     workers = workers or min(2, os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

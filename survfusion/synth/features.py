@@ -60,23 +60,41 @@ def write_synthetic_features(
 ) -> int:
     """One ``<case_id>.h5`` per patient of ``cohort`` in ``out``; returns the feature width."""
     spec = encoder_spec(encoder)
-    if not 1 <= tiles <= 100_000:
-        raise UserError(f"synth-features: --tiles must be 1..100000, got {tiles}")
-    mixes = read_mixes(Path(cohort))
-    width = spec.embed_dim
-    rng = np.random.default_rng(seed)
-    prototypes = rng.normal(size=(4, width)) / np.sqrt(width) * 4.0
-    shift = rng.normal(size=width) / np.sqrt(width) * 4.0
-    # the budding class (needle world) last, so the other classes' prototypes are what they were
-    prototypes = np.concatenate([prototypes, rng.normal(size=(1, width)) / np.sqrt(width) * 4.0])
     request = FeatureRequest(
         encoder=spec.name,
         weights_sha256=sha256_file(weights) if weights else NOT_WEIGHTS,
         precision="fp32",
         **ExtractConfig(target_spacing_um=spec.spacing_um, tile_px=spec.tile_px).tiling(),
     )
-    side = int(np.ceil(np.sqrt(tiles)))
+    side = int(np.ceil(np.sqrt(max(tiles, 1))))
     coords = np.array([(i % side, i // side) for i in range(tiles)], np.int64) * spec.tile_px * 2
+    for case_id, x in synthetic_bags(Path(cohort), spec.embed_dim, tiles, seed):
+        attrs = {
+            REQUEST_ATTR: canonical_json(request.to_dict()).decode(),
+            "encoder": spec.name,
+            "weights_sha256": request.weights_sha256,
+            "precision": "fp32",
+            "embed_dim": spec.embed_dim,
+            "target_spacing_um": spec.spacing_um,
+            "tile_px": spec.tile_px,
+            "tile_lv0": spec.tile_px * 2,
+            "synthetic": HOW,
+            "survfusion_version": survfusion.__version__,
+        }
+        write_features(Path(out) / f"{case_id}.h5", x, coords, attrs)
+    return spec.embed_dim
+
+
+def synthetic_bags(cohort: Path, width: int, tiles: int, seed: int):
+    """``(case_id, (tiles, width) float32)`` for every patient of ``cohort``, as the module says."""
+    if not 1 <= tiles <= 100_000:
+        raise UserError(f"synth-features: --tiles must be 1..100000, got {tiles}")
+    mixes = read_mixes(cohort)
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(size=(4, width)) / np.sqrt(width) * 4.0
+    shift = rng.normal(size=width) / np.sqrt(width) * 4.0
+    # the budding class (needle world) last, so the other classes' prototypes are what they were
+    prototypes = np.concatenate([prototypes, rng.normal(size=(1, width)) / np.sqrt(width) * 4.0])
     for case_id, mix in mixes.items():
         # a stream per case: the whole id hashed (its first four bytes alone are shared by most ids)
         case_rng = np.random.default_rng([seed, zlib.crc32(case_id.encode())])
@@ -84,17 +102,37 @@ def write_synthetic_features(
         x = prototypes[classes] + 0.5 * case_rng.normal(size=(tiles, width))
         if case_id.startswith("3B"):
             x += 0.3 * shift
-        attrs = {
-            REQUEST_ATTR: canonical_json(request.to_dict()).decode(),
-            "encoder": spec.name,
-            "weights_sha256": request.weights_sha256,
-            "precision": "fp32",
-            "embed_dim": width,
-            "target_spacing_um": spec.spacing_um,
-            "tile_px": spec.tile_px,
-            "tile_lv0": spec.tile_px * 2,
-            "synthetic": HOW,
-            "survfusion_version": survfusion.__version__,
-        }
-        write_features(Path(out) / f"{case_id}.h5", x.astype(np.float32), coords, attrs)
-    return width
+        yield case_id, x.astype(np.float32)
+
+
+def write_release_features(release: str | os.PathLike, *, width: int, tiles: int = 64, seed: int = 0) -> None:
+    """The organisers' feature format for a synthetic release: ``features/features/<pid>_HE.pt``
+    (a plain ``(N, width)`` float32 tensor, ``torch.save``) and ``features/coordinates/<pid>_HE.npy``
+    (a structured array with fields ``x, y, tile_size_resized, tile_level, resize_factor,
+    tile_size_lv0, target_spacing``; x/y level-0 pixels on a grid of ``tile_size_lv0``)."""
+    import torch
+
+    from survfusion.synth.release import (
+        RELEASE_COORDS_DTYPE,
+        RELEASE_SLIDE_SPACING_UM,
+        RELEASE_SPACING_UM,
+        RELEASE_TILE_PX,
+    )
+    from survfusion.training import release as r
+
+    release = Path(release)
+    lv0 = round(RELEASE_TILE_PX * RELEASE_SPACING_UM / RELEASE_SLIDE_SPACING_UM)
+    side = int(np.ceil(np.sqrt(tiles)))
+    for d in (r.FEATURES_DIR, r.COORDS_DIR):
+        (release / d).mkdir(parents=True, exist_ok=True)
+    for case_id, x in synthetic_bags(release, width, tiles, seed):
+        coords = np.zeros(tiles, dtype=RELEASE_COORDS_DTYPE)
+        coords["x"] = [(i % side) * lv0 for i in range(tiles)]
+        coords["y"] = [(i // side) * lv0 for i in range(tiles)]
+        coords["tile_size_resized"] = RELEASE_TILE_PX
+        coords["tile_level"] = 0
+        coords["resize_factor"] = lv0 / RELEASE_TILE_PX
+        coords["tile_size_lv0"] = lv0
+        coords["target_spacing"] = RELEASE_SPACING_UM
+        torch.save(torch.from_numpy(x), release / r.FEATURES_DIR / f"{case_id}_HE.pt")
+        np.save(release / r.COORDS_DIR / f"{case_id}_HE.npy", coords, allow_pickle=False)

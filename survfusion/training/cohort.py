@@ -6,6 +6,11 @@ Cohort layout (shared by extract, train and evaluate)::
     COHORT/slides/<case_id>.tif    COHORT/masks/<case_id>.tif (or .tiff/.mha)
     COHORT/rna/<case_id>.json      COHORT/clinical/<case_id>.json
 
+or the CHIMERA release as downloaded (``survfusion.training.release``: ``data/<pid>/<pid>_HE.tif``,
+``<pid>_HE_mask.tif``, ``<pid>_CD.json`` with the outcome inside, ``<pid>_RNA.json``), told apart by
+``open_cohort``: a folder with ``outcomes.csv`` is the kit's layout, one with patient folders
+holding ``<pid>_CD.json`` (itself or its ``data/``) is a release.
+
 A ``--list`` CSV names the files explicitly: columns ``slide`` (required), ``mask`` and ``case_id``
 (optional; the case id defaults to the slide's file name without its extension). Relative paths are
 resolved against the CSV's folder.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +34,70 @@ SLIDES_DIR, MASKS_DIR, RNA_DIR, CLINICAL_DIR = "slides", "masks", "rna", "clinic
 
 
 @dataclass(frozen=True)
+class CohortLayout:
+    """Where a cohort's files are: the kit's layout or the release's (``kind``), rooted at ``root``
+    (the folder oracle.csv and the features of a synthetic release live in)."""
+
+    root: Path
+    kind: str  # "kit" or "release"
+    data: Path  # the kit's root, or the release's data/
+
+    def rna_path(self, case_id: str) -> Path:
+        if self.kind == "release":
+            from survfusion.training.release import RNA_SUFFIX
+
+            return self.data / case_id / f"{case_id}{RNA_SUFFIX}"
+        return self.root / RNA_DIR / f"{case_id}.json"
+
+    def clinical_path(self, case_id: str) -> Path:
+        if self.kind == "release":
+            from survfusion.training.release import CLINICAL_SUFFIX
+
+            return self.data / case_id / f"{case_id}{CLINICAL_SUFFIX}"
+        return self.root / CLINICAL_DIR / f"{case_id}.json"
+
+
+def open_cohort(cohort: str | os.PathLike) -> CohortLayout:
+    """The layout of ``cohort``: the kit's (``outcomes.csv``) or the release's (patient folders)."""
+    from survfusion.training.release import release_data_dir, release_root
+
+    cohort = Path(cohort)
+    if (cohort / OUTCOMES_FILE).is_file():
+        return CohortLayout(cohort, "kit", cohort)
+    data = release_data_dir(cohort) if cohort.is_dir() else None
+    if data is not None:
+        return CohortLayout(release_root(data), "release", data)
+    return CohortLayout(cohort, "kit", cohort)  # the kit's readers then say what is missing
+
+
+@dataclass(frozen=True)
 class SlideJob:
     case_id: str
     slide: Path
     mask: Path | None
 
 
-def cohort_jobs(cohort: str | os.PathLike) -> list[SlideJob]:
+def cohort_jobs(cohort: str | os.PathLike, *, qc: str = "report") -> list[SlideJob]:
+    layout = open_cohort(cohort)
+    if layout.kind == "release":
+        from survfusion.training.release import release_outcomes
+
+        cases = release_outcomes(layout.data, qc=qc)[1]
+        jobs = [
+            SlideJob(c.case_id, c.slide, c.mask if c.mask.is_file() else None)
+            for c in cases
+            if c.slide.is_file()
+        ]
+        lacking = [c.case_id for c in cases if not c.slide.is_file()]
+        if lacking:
+            print(
+                f"release {layout.data}: {len(lacking)} case(s) without a slide, nothing to extract: "
+                f"{', '.join(lacking[:5])}{' ...' * (len(lacking) > 5)}",
+                file=sys.stderr,
+            )
+        if not jobs:
+            raise UserError(f"release {layout.data}: no patient folder holds its slide")
+        return jobs
     cohort = Path(cohort)
     slides_dir = cohort / SLIDES_DIR
     if not slides_dir.is_dir():

@@ -1,7 +1,8 @@
 """A cohort in memory: outcomes, tile features, clinical records and RNA, aligned by case id.
 
-Reads the cohort layout of ``survfusion.training.cohort`` plus a features folder (``<case_id>.h5``). Labels
-come from ``outcomes.csv`` only; the label fields inside the clinical JSON are never used.
+Reads either cohort layout of ``survfusion.training.cohort`` plus a features folder (``<case_id>.h5``).
+Labels come from ``outcomes.csv``, or in a CHIMERA release from each case's clinical JSON
+(``survfusion.training.release``); the clinical encoder never reads the label fields.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from survfusion.features.h5 import read_features
 from survfusion.features.request import FeatureRequest
 from survfusion.fileio import read_json
 from survfusion.serving.preprocess import RnaVectorizer
-from survfusion.training.cohort import CLINICAL_DIR, ORACLE_FILE, OUTCOMES_FILE, RNA_DIR
+from survfusion.training.cohort import ORACLE_FILE, OUTCOMES_FILE, open_cohort
 
 
 @dataclass
@@ -74,7 +75,15 @@ def _read_json(path: Path):
     return read_json(path, f"{Path(path).parent.name} {Path(path).stem}").value
 
 
-def read_outcomes(cohort: str | os.PathLike) -> list[dict]:
+def read_outcomes(cohort: str | os.PathLike, *, qc: str = "report") -> list[dict]:
+    """The outcome rows (case_id, cohort, time_months, event) of either layout
+    (``cohort.open_cohort``): ``outcomes.csv``, or each case's clinical JSON in a release (after
+    its quality-control rule ``qc``, ``survfusion.training.release``)."""
+    layout = open_cohort(cohort)
+    if layout.kind == "release":
+        from survfusion.training.release import release_outcomes
+
+        return release_outcomes(layout.data, qc=qc)[0]
     path = Path(cohort) / OUTCOMES_FILE
     try:
         with open(path, newline="") as f:
@@ -89,9 +98,10 @@ def read_outcomes(cohort: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> CohortData:
+def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike, *, qc: str = "report") -> CohortData:
     cohort, features = Path(cohort), Path(features)
-    rows = read_outcomes(cohort)
+    layout = open_cohort(cohort)
+    rows = read_outcomes(cohort, qc=qc)
     missing = [r["case_id"] for r in rows if not (features / f"{r['case_id']}.h5").is_file()]
     if missing:
         raise UserError(
@@ -131,8 +141,8 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike) -> Cohor
         event=np.array([str(r["event"]).strip() in ("1", "1.0", "True", "true") for r in rows]),
         bags=bags,
         coords=coords,
-        clinical=[_read_json(cohort / CLINICAL_DIR / f"{r['case_id']}.json") for r in rows],
-        rna_paths=[cohort / RNA_DIR / f"{r['case_id']}.json" for r in rows],
+        clinical=[_read_json(layout.clinical_path(r["case_id"])) for r in rows],
+        rna_paths=[layout.rna_path(r["case_id"]) for r in rows],
         tile_lv0=tile_lv0,
         feature_request=request,
     )
@@ -144,7 +154,7 @@ NOISE_FREE = "noise_free_log_hazard"
 def read_oracle(cohort: Path, case_ids: list[str], column: str = "log_hazard") -> np.ndarray | None:
     """The synthetic cohort's planted log-hazard per case (oracle.csv; ``NOISE_FREE``: without its
     noise, which no model can know), or None for a real cohort or an oracle without that column."""
-    path = Path(cohort) / ORACLE_FILE
+    path = open_cohort(cohort).root / ORACLE_FILE
     if not path.is_file():
         return None
     with open(path, newline="") as f:

@@ -106,6 +106,7 @@ def evaluate(
     cases: str = "auto",
     heatmaps: int = 3,
     heatmap_cases: list[str] | None = None,
+    qc: str = "report",
 ) -> dict:
     """Score ``bundle_dir`` (a bundle, or a run folder holding one) on ``cases`` of the cohort;
     heatmaps for ``heatmap_cases`` (case ids) or, by default, the ``heatmaps`` cases of highest and
@@ -115,7 +116,7 @@ def evaluate(
         raise UserError(f"evaluate: --cases {cases[:40]!r}; expected one of {', '.join(CASE_CHOICES)}")
     bundle_dir = resolve_bundle_dir(bundle_dir)
     bundle = load_bundle(bundle_dir)
-    data = load_cohort(cohort, features)
+    data = load_cohort(cohort, features, qc=qc)
     chosen = resolve_cases(bundle, data, cases)
     idx = chosen.idx
     risk, attention = cohort_risks(bundle, data, idx)

@@ -88,6 +88,19 @@ def read_units(out: Path) -> Units:
     return units
 
 
+def read_pooled(outs: list[Path], stride: int = 100) -> Units:
+    """The units of several protocol folders (one per cohort seed) as one set of test sets: outer
+    set ``o`` of the ``k``-th folder becomes test set ``k * stride + o``, so the same method's sets
+    of every folder pool and the paired comparisons pair only the same patients."""
+    pooled: Units = {}
+    for k, out in enumerate(outs):
+        for key, by_fold in read_units(Path(out)).items():
+            if max(by_fold) >= stride:
+                raise UserError(f"{out}: outer set {max(by_fold)} does not fit stride {stride}")
+            pooled.setdefault(key, {}).update({k * stride + o: u for o, u in by_fold.items()})
+    return pooled
+
+
 def _mean_c(by_fold: dict[int, dict]) -> float:
     return float(np.mean([_scores(u)["c_months"] for u in by_fold.values()]))
 
@@ -258,7 +271,11 @@ def _comparisons(units: Units) -> list[str]:
 
 def report(out: str | os.PathLike) -> str:
     """Markdown: the headline, the method table, the paired comparisons, C per test set."""
-    units = read_units(Path(out))
+    return report_units(read_units(Path(out)))
+
+
+def report_units(units: Units) -> str:
+    """``report`` of units already read (one protocol folder, or several pooled)."""
     lines = [headline(units), "", *_method_table(units), *_oracle_row(units), *_comparisons(units)]
     lines += _auto_section(units)
     lines += ["", "Per test set, C-index of the predicted months:", ""]
