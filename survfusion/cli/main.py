@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from survfusion.cli.data import add_synth_parser
+from survfusion.cli.explain import add_explain_parser
 from survfusion.cli.extract import add_encoders_parser, add_extract_parser, add_init_encoder_parser
 from survfusion.cli.release import add_release_parsers
 from survfusion.cli.train import add_train_parsers
@@ -66,6 +67,7 @@ the pipeline, in order (each command's --help describes its options):
                or import-features: the organisers' published .pt features
   train        features + RNA + clinical -> a run folder with its bundle/
   evaluate     a bundle on a cohort: C-index with its interval, KM curves, heatmaps
+  explain      why a case got its number: modalities, genes, fields, tiles (QuPath GeoJSON)
   package      a run's bundle + the encoder's weights -> model/ (what the container mounts)
   then ./test_run.sh and ./export.sh; inference.py is the container's entry point
 """
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_extract_parser(sub)
     add_train_parsers(sub)
     add_release_parsers(sub)
+    add_explain_parser(sub)
     helps = {a.dest: a.help for a in sub._choices_actions}
     for name, command in sub.choices.items():
         command.formatter_class = HelpFormatter

@@ -1,0 +1,318 @@
+"""Why a case got its number (``survfusion explain``): which modality, which tiles, which inputs.
+
+**Modalities: exact Shapley values.** The bundle's risk is a function ``v(S)`` of the set ``S`` of
+modalities (slide, RNA, clinical) the case brings; a modality outside ``S`` is replaced by its
+**reference**, each member's training-mean embedding (the same stand-in the container uses for an
+unusable input, ``Bundle.risks(replace=...)``). With three modalities all ``2^3 = 8`` values are
+computed, and ``phi_i = sum over S without i of |S|! (2 - |S|)! / 3! (v(S + i) - v(S))``. They sum
+to ``v(all) - v(none)``, the case's risk minus the reference risk, exactly (in float64 up to
+rounding), and the summary prints both numbers.
+
+**Tiles.** Each tile's attention (averaged over members) and its share of the slide's contribution,
+``phi_slide * attention_n`` (an attribution in proportion to attention: attention pooling is a
+weighted mean, but the networks after it are not linear, so this is a reading aid, not an exact
+split). QuPath GeoJSON: one Feature per tile (level-0 pixels, ``objectType: "tile"``,
+``measurements``, a ``classification`` with a name and a colour by attention decile) and the tissue
+outline (the outline of the tiles' union, traced on their grid) as an annotation.
+
+**Inputs: integrated gradients.** For each member, the clinical vector and the RNA input are moved
+along a straight path from a **baseline** to the case's values (``IG_STEPS`` midpoints), the
+others held at the case's own; attribution = path-mean gradient x (value - baseline), so the
+attributions of one modality sum to ``risk(case) - risk(case with that input at its baseline)``
+up to the path's discretisation. The baseline is the zero of the encoded input: for clinical data
+the training means of age and instillations with no category set, for RNA the pool's centre where
+the bundle projects RNA by PCA (then gene ``g`` gets ``u_g * (C^T grad_z)_g`` with
+``u = (log1p(x) - center) / scale``, exactly the IG in gene space), else zero expression. For a
+linear bundle the IG is exact: weight x (value - baseline). An ensemble's attribution is the
+members' in the bundle's combination (linear in the member risks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from survfusion.errors import UserError
+from survfusion.fileio import write_json
+from survfusion.nets.models import pad_bags
+from survfusion.serving.bundle import MODALITIES, Bundle
+from survfusion.serving.preprocess import RnaVectorizer
+
+IG_STEPS = 32
+TOP_INPUTS = 15
+DECILE_COLOURS = [  # QuPath wants an RGB colour with each class: inferno, low to high
+    [0, 0, 4], [27, 12, 65], [74, 12, 107], [120, 28, 109], [165, 44, 96],
+    [207, 68, 70], [237, 105, 37], [251, 155, 6], [247, 209, 61], [252, 255, 164],
+]  # fmt: skip
+
+
+def modality_shapley(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna: Mapping) -> dict:
+    """Exact Shapley values of the three modalities for one case (module docstring)."""
+    if any(m.embedding_means is None for m in bundle.members):
+        raise UserError(
+            "explain: the bundle has no training means (an old bundle): no reference to explain against"
+        )
+    v: dict[frozenset, float] = {}
+    for k in range(len(MODALITIES) + 1):
+        for present in itertools.combinations(MODALITIES, k):
+            replace = tuple(m for m in MODALITIES if m not in present)
+            v[frozenset(present)] = float(bundle.risks([bag], [clinical], [rna], replace=replace)[0])
+    n = len(MODALITIES)
+    phi = {}
+    for i in MODALITIES:
+        others = [m for m in MODALITIES if m != i]
+        total = 0.0
+        for k in range(n):
+            for s in itertools.combinations(others, k):
+                w = math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
+                total += w * (v[frozenset(s) | {i}] - v[frozenset(s)])
+        phi[i] = total
+    risk, ref = v[frozenset(MODALITIES)], v[frozenset()]
+    return {"risk": risk, "reference_risk": ref, "shapley": phi, "shapley_sum": sum(phi.values())}
+
+
+def _member_weights(bundle: Bundle) -> np.ndarray:
+    """``d risk / d member risk``: the combination is linear in the member risks."""
+    if bundle.combination == "sum":
+        return np.ones(len(bundle.members))
+    sds = np.array([m.risk_sd for m in bundle.members])
+    return sds.mean() / (len(bundle.members) * sds)
+
+
+def _ig(model, bag, clin, genes, which: str, baseline: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Path-mean gradient of the risk w.r.t. input ``which`` from ``baseline`` to the case."""
+    feats, mask = pad_bags([bag])
+    x = clin if which == "clinical" else genes
+    grads = torch.zeros_like(x, dtype=torch.float64)
+    model.eval()
+    for a in (np.arange(IG_STEPS) + 0.5) / IG_STEPS:
+        point = (baseline + float(a) * (x - baseline)).detach().requires_grad_(True)
+        c, g = (point, genes) if which == "clinical" else (clin, point)
+        risk = model.fuse(model.encode(feats, c, g, mask)).sum()
+        (grad,) = torch.autograd.grad(risk, point)
+        grads += grad.double()
+    return (grads / IG_STEPS)[0].numpy(), (x - baseline)[0].double().numpy()
+
+
+def _gene_space(vec: RnaVectorizer, rna: Mapping, avg_grad_z: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Per-gene IG of a PCA-projected RNA input (module docstring)."""
+    p = vec.projection
+    assert p is not None
+    plain = RnaVectorizer(vec.genes, log1p=vec.log1p, train_max=vec.train_max)
+    x = plain.finish(plain.repaired(rna)[0][None])[0]
+    u = (x - p["center"]) / p["scale"]
+    return vec.genes, u * (p["components"].T @ avg_grad_z)
+
+
+def input_attributions(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna: Mapping) -> dict:
+    """Integrated gradients of the bundle's risk over clinical inputs and genes (module docstring)."""
+    weights = _member_weights(bundle)
+    clin_total: dict[str, float] = {}
+    gene_total: dict[str, float] = {}
+    for w, m in zip(weights, bundle.members, strict=True):
+        clin, genes = m.inputs([clinical], [rna])
+        grad_c, delta_c = _ig(m.model, bag, clin, genes, "clinical", torch.zeros_like(clin))
+        for name, value in zip(m.clinical.feature_names, grad_c * delta_c, strict=True):
+            field = name.split("=")[0]
+            clin_total[field] = clin_total.get(field, 0.0) + w * float(value)
+        grad_r, delta_r = _ig(m.model, bag, clin, genes, "rna", torch.zeros_like(genes))
+        if m.rna.projection is not None:
+            names, values = _gene_space(m.rna, rna, grad_r)
+        else:
+            names, values = m.rna.genes, grad_r * delta_r
+        for name, value in zip(names, values, strict=True):
+            if value:
+                gene_total[name] = gene_total.get(name, 0.0) + w * float(value)
+    first = bundle.members[0]
+    raw = dict(zip(first.rna.genes, first.rna.repaired(rna)[0].tolist(), strict=True))
+    train_max = (
+        dict(zip(first.rna.genes, first.rna.train_max.tolist(), strict=True))
+        if first.rna.train_max is not None
+        else {}
+    )
+    top_genes = sorted(gene_total.items(), key=lambda kv: -abs(kv[1]))[:TOP_INPUTS]
+    numeric = first.clinical.numeric
+    return {
+        "clinical": [
+            {"field": f, "attribution": a, "value": clinical.get(f),
+             "training_mean_sd": list(numeric[f]) if f in numeric else None}
+            for f, a in sorted(clin_total.items(), key=lambda kv: -abs(kv[1]))
+        ],
+        "genes": [{"gene": g, "attribution": a, "value": raw.get(g), "training_max": train_max.get(g)}
+                  for g, a in top_genes],
+        "clinical_sum": sum(clin_total.values()),
+        "rna_sum": sum(gene_total.values()),
+        "baseline": "the zero of each encoded input (module docstring of survfusion.training.explain)",
+    }  # fmt: skip
+
+
+def tile_table(bundle: Bundle, bag: torch.Tensor, clinical, rna, phi_hist: float):
+    """Per tile: attention (members' mean), share of the slide's contribution, rank (1 = highest)."""
+    _, att = bundle.member_risks([bag], [clinical], [rna], attention=True)
+    a = np.asarray(att[0], np.float64) if att else np.zeros(0)
+    order = np.argsort(-a, kind="stable")
+    rank = np.empty(len(a), np.int64)
+    rank[order] = np.arange(1, len(a) + 1)
+    return a, phi_hist * a, rank
+
+
+def tissue_outline(coords: np.ndarray, side: int) -> list[list[list[list[int]]]]:
+    """The outline of the union of grid tiles (top-left ``coords``, ``side`` level-0 px) as GeoJSON
+    MultiPolygon coordinates: the squares' edges shared by two tiles cancel, the rest are chained
+    into rings (at a corner two tiles share diagonally, the ring keeps to its own tile), and every
+    hole goes to the smallest outer ring around it."""
+    cells = {(int(x) // side, int(y) // side) for x, y in np.asarray(coords).reshape(-1, 2)}
+    edges: dict[tuple, list[tuple]] = {}
+    count: dict[tuple, int] = {}
+    for i, j in cells:  # filled on the left of every directed edge (x right, y down: clockwise on screen)
+        corners = [(i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1)]
+        for a, b in zip(corners, corners[1:] + corners[:1], strict=True):
+            count[(a, b)] = count.get((a, b), 0) + 1
+    kept = [e for e in count if (e[1], e[0]) not in count]
+    for a, b in kept:
+        edges.setdefault(a, []).append(b)
+    rings = []
+    while edges:
+        start = next(iter(edges))
+        ring, prev, cur = [start], None, start
+        while True:
+            outs = edges[cur]
+            if len(outs) > 1 and prev is not None:
+                din = (cur[0] - prev[0], cur[1] - prev[1])
+                # the sharpest left turn keeps to the incoming edge's own tile
+                outs.sort(key=lambda o: -(din[0] * (o[1] - cur[1]) - din[1] * (o[0] - cur[0])))
+            nxt = outs.pop(0)
+            if not outs:
+                del edges[cur]
+            prev, cur = cur, nxt
+            if cur == start:
+                break
+            ring.append(cur)
+        rings.append(ring)
+
+    def area(r):
+        return 0.5 * sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(r, r[1:] + r[:1], strict=True))
+
+    outer = [r for r in rings if area(r) > 0]
+    holes = [r for r in rings if area(r) < 0]
+    polys: list[list] = [[r] for r in sorted(outer, key=area)]
+    for h in holes:
+        a, b = h[0], h[1]
+        # the centre of the filled tile to the left of the hole's first edge
+        px, py = (a[0] + b[0]) / 2 + (b[1] - a[1]) * 0.5, (a[1] + b[1]) / 2 - (b[0] - a[0]) * 0.5
+        home = next((p for p in polys if _inside(px, py, p[0])), None)
+        if home is not None:
+            home.append(h)
+    return [[[[x * side, y * side] for x, y in [*r, r[0]]] for r in p] for p in polys]
+
+
+def _inside(px: float, py: float, ring: list) -> bool:
+    hit = False
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1], strict=True):
+        if (y1 > py) != (y2 > py) and px < x1 + (py - y1) * (x2 - x1) / (y2 - y1):
+            hit = not hit
+    return hit
+
+
+def qupath_geojson(coords: np.ndarray, side: int, attention, share, rank) -> dict:
+    """A QuPath-importable FeatureCollection: the tiles (with measurements and a coloured class) and
+    the tissue outline as an annotation."""
+    feats = []
+    a = np.asarray(attention, np.float64)
+    deciles = np.minimum((rank - 1) * 10 // max(len(a), 1), 9) if len(a) else np.zeros(0, int)
+    for (x, y), att, sh, rk, d in zip(
+        np.asarray(coords).reshape(-1, 2), a, share, rank, deciles, strict=True
+    ):
+        x, y = int(x), int(y)
+        name = f"attention decile {10 - int(d)}"  # 10 = the tenth of tiles with the highest attention
+        feats.append({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x + side, y], [x + side, y + side],
+                                                              [x, y + side], [x, y]]]},
+            "properties": {
+                "objectType": "tile",
+                "classification": {"name": name, "color": DECILE_COLOURS[9 - int(d)]},
+                "measurements": {"attention": float(att), "share of slide contribution": float(sh),
+                                 "attention rank": int(rk)},
+            },
+        })  # fmt: skip
+    if len(a):
+        feats.append({
+            "type": "Feature",
+            "geometry": {"type": "MultiPolygon", "coordinates": tissue_outline(coords, side)},
+            "properties": {"objectType": "annotation", "name": "tissue (tiles' outline)",
+                           "classification": {"name": "Tissue", "color": [40, 160, 60]}},
+        })  # fmt: skip
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def explain_case(bundle: Bundle, data, i: int, out: Path, slide_path: Path | None = None) -> dict:
+    """Every explanation of patient ``i`` of ``data`` into ``out`` (JSON, GeoJSON, PNG, Markdown)."""
+    case_id = data.case_ids[i]
+    bag, clinical, rna = data.bags[i], data.clinical[i], data.rna_doc(i)
+    shap = modality_shapley(bundle, bag, clinical, rna)
+    months = float(bundle.months(np.array([shap["risk"]]))[0])
+    att, share, rank = tile_table(bundle, bag, clinical, rna, shap["shapley"]["hist"])
+    inputs = input_attributions(bundle, bag, clinical, rna)
+    side = int(data.tile_lv0[i]) or 224
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    write_json(out / f"{case_id}.geojson", qupath_geojson(data.coords[i], side, att, share, rank))
+    files["geojson"] = f"{case_id}.geojson"
+    if slide_path is not None and len(att):
+        from survfusion.training.figures import plot_heatmap
+
+        title = f"{case_id}: predicted {months:.0f} months (risk {shap['risk']:+.3f})"
+        plot_heatmap(slide_path, data.coords[i], side, att, out / f"{case_id}_heatmap.png", title=title)
+        files["heatmap"] = f"{case_id}_heatmap.png"
+    top = np.argsort(-att)[:10] if len(att) else np.zeros(0, np.int64)
+    record = {
+        "case_id": case_id, "predicted_months": months, **shap, "inputs": inputs,
+        "tiles": {"n": len(att), "top": [{"x": int(data.coords[i][k][0]), "y": int(data.coords[i][k][1]),
+                                          "attention": float(att[k])} for k in top]},
+        "files": files,
+    }  # fmt: skip
+    write_json(out / f"{case_id}.json", record)
+    (out / f"{case_id}.md").write_text(_summary(record))
+    return record
+
+
+def _summary(r: dict) -> str:
+    s = r["shapley"]
+    lines = [
+        f"# {r['case_id']}: predicted {r['predicted_months']:.1f} months",
+        "",
+        f"Risk {r['risk']:+.4f}; reference risk (every modality at its training mean) "
+        f"{r['reference_risk']:+.4f}; "
+        f"difference {r['risk'] - r['reference_risk']:+.4f} = the sum of the Shapley values below "
+        f"({r['shapley_sum']:+.4f}).",
+        "",
+        "| modality | Shapley value (risk) |",
+        "|---|---|",
+        *[f"| {k} | {v:+.4f} |" for k, v in s.items()],
+        "",
+        "Top clinical fields (integrated gradients against the encoded input's zero):",
+        "",
+        "| field | attribution | value | training mean, sd |",
+        "|---|---|---|---|",
+        *[f"| {c['field']} | {c['attribution']:+.4f} | {c['value']} | {c['training_mean_sd'] or '–'} |"
+          for c in r["inputs"]["clinical"][:8]],
+        "",
+        "Top genes:",
+        "",
+        "| gene | attribution | value | training max |",
+        "|---|---|---|---|",
+        *[f"| {g['gene']} | {g['attribution']:+.4f} | {g['value']:.4g} | "
+          f"{'–' if g['training_max'] is None else format(g['training_max'], '.4g')} |"
+          for g in r["inputs"]["genes"]],
+        "",
+        f"Tiles: {r['tiles']['n']}; QuPath: File > Import objects > {r['files']['geojson']}.",
+    ]  # fmt: skip
+    if "heatmap" in r["files"]:
+        lines += ["", f"![attention]({r['files']['heatmap']})"]
+    return "\n".join(lines) + "\n"

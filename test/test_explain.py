@@ -1,0 +1,135 @@
+"""Explaining a prediction (issue 29): exact modality Shapley values for every registered model, the
+integrated gradients of a linear model, the tissue outline and the QuPath GeoJSON."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import MultiPolygon, box, shape
+from shapely.ops import unary_union
+
+from survfusion.cli.main import main
+from survfusion.nets.calibration import RiskToTime
+from survfusion.nets.models import build_model
+from survfusion.nets.registry import model_names
+from survfusion.serving.bundle import Bundle, Member
+from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
+from survfusion.synth.cohort import make_patients
+from survfusion.training.explain import input_attributions, modality_shapley, qupath_geojson, tissue_outline
+
+SMALL = {"feat_dim": 16, "rna_dim": 40, "clinical_dim": 27, "rank": 8}
+
+
+def _bundle(name: str, members: int = 1, combination: str = "mean") -> tuple[Bundle, list]:
+    rng = np.random.default_rng(1)
+    patients = make_patients(30, seed=2)
+    clinical = ClinicalEncoder.fit([p.clinical for p in patients])
+    rna = RnaVectorizer(reference_genes()[: SMALL["rna_dim"]], log1p=True)
+    parts = []
+    for k in range(members):
+        torch.manual_seed(k)
+        model = build_model(name, **SMALL)
+        for p in model.parameters():  # untrained weights are near zero: make the risk depend on its inputs
+            torch.nn.init.normal_(p, std=0.3)
+        means = {"hist": rng.normal(size=512), "rna": rng.normal(size=128), "clinical": rng.normal(size=27)}
+        parts.append(Member(model, clinical, rna, means, float(rng.normal()), float(rng.uniform(0.5, 2))))
+    cal = RiskToTime().fit(
+        rng.normal(size=30), [p.time_months for p in patients], [p.event for p in patients]
+    )
+    bag = torch.from_numpy(rng.normal(size=(9, SMALL["feat_dim"])).astype(np.float32))
+    genes = {g: float(v) for g, v in zip(rna.genes, rng.uniform(0, 500, SMALL["rna_dim"]), strict=True)}
+    case = (bag, patients[0].clinical, genes)
+    return Bundle(name, parts, cal, combination=combination), case
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_shapley_values_sum_to_risk_minus_reference_for_every_model(name):
+    bundle, (bag, clin, rna) = _bundle(name, members=2)
+    s = modality_shapley(bundle, bag, clin, rna)
+    # exact in real arithmetic; float64 sums of 8 float32-model risks: 1e-9 relative is ample
+    assert s["shapley_sum"] == pytest.approx(s["risk"] - s["reference_risk"], rel=1e-9, abs=1e-9)
+    assert s["risk"] == pytest.approx(float(bundle.risks([bag], [clin], [rna])[0]))
+    if name in ("Clin_only", "RNA_only", "ABMIL_Hist"):  # a modality the model ignores gets exactly 0
+        unused = {
+            "Clin_only": ("hist", "rna"),
+            "RNA_only": ("hist", "clinical"),
+            "ABMIL_Hist": ("rna", "clinical"),
+        }
+        for m in unused[name]:
+            assert abs(s["shapley"][m]) < 1e-6 * max(1.0, abs(s["risk"]))
+
+
+def test_a_linear_bundles_attributions_are_its_terms():
+    bundle, (bag, clin, rna) = _bundle("LinearCox", combination="sum")
+    model = bundle.members[0].model
+    got = input_attributions(bundle, bag, clin, rna)
+    x_clin, x_rna = bundle.members[0].inputs([clin], [rna])
+    w_clin = model.clinical_score.weight.detach().double().numpy()[0]
+    w_rna = model.rna_encoder.score.weight.detach().double().numpy()[0]
+    # IG of a linear function from the zero baseline is exactly weight x value
+    assert got["clinical_sum"] == pytest.approx(float(w_clin @ x_clin[0].double().numpy()), rel=1e-5)
+    terms = dict(zip(bundle.members[0].rna.genes, w_rna * x_rna[0].double().numpy(), strict=True))
+    for g in got["genes"]:
+        assert g["attribution"] == pytest.approx(terms[g["gene"]], rel=1e-5, abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.tuples(st.integers(0, 7), st.integers(0, 7)), min_size=1, max_size=40))
+def test_tissue_outline_is_the_valid_union_of_the_tiles(cells):
+    side = 448
+    coords = np.array([(i * side, j * side) for i, j in cells])
+    geom = shape({"type": "MultiPolygon", "coordinates": tissue_outline(coords, side)})
+    assert geom.is_valid
+    union = unary_union([box(x, y, x + side, y + side) for x, y in coords])
+    assert geom.symmetric_difference(union).area == pytest.approx(0.0, abs=1e-6)
+
+
+def test_geojson_is_a_qupath_feature_collection():
+    coords = np.array([[0, 0], [224, 0], [448, 224], [0, 448]])
+    att = np.array([0.1, 0.4, 0.3, 0.2])
+    rank = np.array([4, 1, 2, 3])
+    g = json.loads(json.dumps(qupath_geojson(coords, 224, att, att * 0.5, rank)))
+    assert g["type"] == "FeatureCollection"
+    tiles = [f for f in g["features"] if f["properties"]["objectType"] == "tile"]
+    assert len(tiles) == 4
+    for f in g["features"]:
+        assert shape(f["geometry"]).is_valid
+        c = f["properties"]["classification"]
+        assert c["name"] and len(c["color"]) == 3
+    assert all(set(f["properties"]["measurements"]) == {"attention", "share of slide contribution",
+               "attention rank"} for f in tiles)  # fmt: skip
+    outline = [f for f in g["features"] if f["properties"]["objectType"] == "annotation"]
+    assert isinstance(shape(outline[0]["geometry"]), MultiPolygon)
+
+
+@pytest.mark.slow
+def test_explain_on_a_cohort_writes_every_file_inside_the_slide(tmp_path):
+    from survfusion.features.weights import init_encoder_weights
+    from survfusion.slides.reader import open_slide
+    from survfusion.synth.cohort import write_cohort
+
+    cohort, feats, weights, run = tmp_path / "c", tmp_path / "f", tmp_path / "w.safetensors", tmp_path / "run"
+    write_cohort(cohort, patients=12, seed=4, slide_px=1792, workers=1)
+    init_encoder_weights("vit-tiny", weights, seed=0)
+    assert main(["extract", "--cohort", str(cohort), "--out", str(feats), "--encoder", "vit-tiny",
+                 "--weights", str(weights), "--device", "cpu"]) == 0  # fmt: skip
+    assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--model", "ABMIL_Surv_PG",
+                 "--config", "configs/small-cohort.json", "--max-epochs", "2",
+                 "--out", str(run)]) == 0  # fmt: skip
+    out = tmp_path / "explain"
+    assert main(["explain", "--bundle", str(run), "--cohort", str(cohort), "--features", str(feats),
+                 "--cases", "3A_001", "--out", str(out)]) == 0  # fmt: skip
+    r = json.loads((out / "3A_001.json").read_text())
+    assert r["shapley_sum"] == pytest.approx(r["risk"] - r["reference_risk"], abs=1e-9)
+    assert (out / "3A_001_heatmap.png").stat().st_size > 10_000 and "Shapley" in (
+        out / "3A_001.md"
+    ).read_text()
+    with open_slide(cohort / "slides" / "3A_001.tif") as s:
+        w, h = s.dimensions
+    g = json.loads((out / "3A_001.geojson").read_text())
+    for f in g["features"]:
+        minx, miny, maxx, maxy = shape(f["geometry"]).bounds
+        assert minx >= 0 and miny >= 0 and maxx <= w and maxy <= h
