@@ -110,6 +110,8 @@ def main(argv=None) -> int:
             log(f"precision        {model.encoder.precision_note}")
         prediction = predict_case(files, model, strict=args.strict, log=log, warn=warn)
         path = write_output(args.output, prediction.months)
+        if os.environ.get(EXPLAIN_ENV):  # local runs only (./test_run.sh): never on grand-challenge
+            _explain(model, prediction, files, args.output)
         if model.encoder.device.type == "cuda":
             log(f"memory   peak GPU {torch.cuda.max_memory_allocated(model.encoder.device) / 2**30:.2f} GiB")
         log(f"done     {time.perf_counter() - t0:7.2f} s  {prediction.months:.4f} months -> {path}")
@@ -119,6 +121,30 @@ def main(argv=None) -> int:
     except Exception as err:  # unforeseen (a CUDA error, a bug): the traceback, then the one line
         first = str(err).splitlines()[0] if str(err) else ""
         return _fail(f"internal {type(err).__name__}: {first}", trace=True)
+
+
+EXPLAIN_ENV = "SURVFUSION_EXPLAIN"  # set (to 1) to write explain/ beside the output
+
+
+def _explain(model, prediction, files, output) -> None:
+    """The case's explanation (survfusion/training/explain.py) in ``output/explain/``; any failure
+    is a warning: the prediction is written already and stands."""
+    t0 = time.perf_counter()
+    try:
+        from pathlib import Path
+
+        from survfusion.training.explain import explain_inputs
+
+        used = prediction.inputs
+        name = files.wsi.stem if files.wsi is not None else "case"
+        explain_inputs(
+            model.bundle, name, used["bag"], used["coords"], used["tile_lv0"], used["clinical"],
+            used["rna"], Path(output) / "explain", files.wsi, absent=used["replaced"],
+        )  # fmt: skip
+        log(f"explain  {time.perf_counter() - t0:7.2f} s  -> {output}/explain/{name}.md")
+    except Exception as err:  # noqa: BLE001 (opt-in extra; the prediction is already written)
+        first = str(err).splitlines()[0] if str(err) else ""
+        warn(f"explanation not written ({type(err).__name__}: {first}); the prediction stands")
 
 
 def _deterministic(torch) -> None:

@@ -127,6 +127,14 @@ def test_explain_on_a_cohort_writes_every_file_inside_the_slide(tmp_path):
     assert (out / "3A_001_heatmap.png").stat().st_size > 10_000 and "Shapley" in (
         out / "3A_001.md"
     ).read_text()
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--bundle", str(run), "--cohort", str(cohort), "--features", str(feats),
+                 "--cases", "all", "--out", str(ev)]) == 0  # fmt: skip
+    mod = json.loads((ev / "metrics.json").read_text())["modalities"]
+    assert set(mod["replaced"]) == {"hist", "rna", "clinical"}
+    assert sum(mod["mean_abs_shapley_share"].values()) == pytest.approx(1.0, abs=1e-9)
+    for r in [mod["full"], *mod["replaced"].values()]:
+        assert r["ci95"][0] <= r["c_index"] <= r["ci95"][1]
     with open_slide(cohort / "slides" / "3A_001.tif") as s:
         w, h = s.dimensions
     g = json.loads((out / "3A_001.geojson").read_text())

@@ -367,3 +367,28 @@ def test_an_ensemble_embeds_once_and_uses_every_member(capsys, monkeypatch, scra
     assert run.stderr.count("rna input replaced by its training-mean embedding") == 1, run.stderr
     replaced = bundle.risks([torch.from_numpy(seen[-1].features)], [record], [{}], replace=("rna",))
     assert months(run) == pytest.approx(float(bundle.months(replaced)[0]), rel=1e-12)
+
+
+def test_an_opt_in_explanation_is_written_beside_the_output_and_never_fails_it(
+    capsys, monkeypatch, scratch, model_dir
+):
+    plain = run_inference(capsys, SAMPLE, model_dir, out=scratch / "plain-out")
+    assert sorted(p.name for p in (scratch / "plain-out").iterdir()) == [OUTPUT_FILE]  # grand-challenge's
+    monkeypatch.setenv(inference.EXPLAIN_ENV, "1")
+    run = run_inference(capsys, SAMPLE, model_dir, out=scratch / "explain-out")
+    assert run.returncode == 0 and run.output == plain.output
+    written = {p.name for p in (scratch / "explain-out" / "explain").iterdir()}
+    assert {".geojson", ".json", ".md"} <= {p[p.rfind(".") :] for p in written}
+    record = json.loads(next((scratch / "explain-out" / "explain").glob("*.json")).read_text())
+    assert record["shapley_sum"] == pytest.approx(record["risk"] - record["reference_risk"], abs=1e-9)
+
+    import survfusion.training.explain as explain
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the explanation")
+
+    monkeypatch.setattr(explain, "explain_inputs", broken)
+    run = run_inference(capsys, SAMPLE, model_dir, out=scratch / "broken-out")
+    assert run.returncode == 0 and run.output == plain.output
+    said = "explanation not written (RuntimeError: a bug in the explanation); the prediction stands"
+    assert said in run.stderr

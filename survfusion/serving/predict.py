@@ -39,6 +39,8 @@ class Prediction:
     risk: float
     replaced: dict[str, str] = field(default_factory=dict)  # modality -> why it was replaced
     warnings: list[str] = field(default_factory=list)
+    # what the risk was computed from (bag, coords, tile_lv0, clinical, rna): for an opt-in explanation
+    inputs: dict = field(default_factory=dict, repr=False)
 
 
 Log = Callable[[str], None]
@@ -65,6 +67,7 @@ class _Case:
         self.strict, self._warn = strict, warn
         self.replaced: dict[str, str] = {}
         self.warnings: list[str] = []
+        self.tiles: tuple[np.ndarray, int] = (np.zeros((0, 2), np.int64), 0)  # coords, tile side (level 0)
 
     def warn(self, message: str) -> None:
         """An input problem worked around: fails under --strict."""
@@ -104,6 +107,7 @@ def _histology(files: CaseFiles, model: Model, case: _Case, log: Log):
     )
     if n == 0:
         raise UserError(f"WSI {files.wsi.name} has no tissue tile")
+    case.tiles = (res.coords_lv0, int(res.attrs["tile_lv0"]))
     return torch.from_numpy(res.features)[None]
 
 
@@ -196,7 +200,14 @@ def predict_case(
     t0 = time.perf_counter()
     months = float(model.bundle.months(np.array([risk]))[0])
     log(f"calibrate{time.perf_counter() - t0:7.2f} s  {model.bundle.calibration.mode}: {months:.2f} months")
-    return Prediction(months, risk, case.replaced, case.warnings)
+    feat_dim = model.bundle.members[0].model.dims.feat_dim
+    coords, tile_lv0 = case.tiles
+    used = {
+        "bag": inputs["hist"][0] if "hist" in inputs else torch.zeros(0, feat_dim),
+        "coords": coords, "tile_lv0": tile_lv0, "clinical": inputs.get("clinical", {}),
+        "rna": inputs.get("rna", {}), "replaced": tuple(case.replaced),
+    }  # fmt: skip
+    return Prediction(months, risk, case.replaced, case.warnings, used)
 
 
 def _risk(model: Model, inputs: dict, case: _Case) -> float:

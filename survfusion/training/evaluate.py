@@ -135,6 +135,10 @@ def evaluate(
         "members": len(bundle.members),
         **_training_figures(bundle.metrics),
     }
+    from survfusion.training.explain import cohort_modalities
+
+    if (modalities := cohort_modalities(bundle, data, idx)) is not None:
+        metrics["modalities"] = modalities  # each modality replaced by its reference; Shapley shares
     t, e = data.time_months[idx], data.event[idx]
     ci = (scores["c_index"], *scores["c_index_ci95"])
     title = f"{bundle.model_name}: {chosen.label} ({chosen.trust.split(':')[0]})"
@@ -144,7 +148,10 @@ def evaluate(
     files["km_risk_quartiles.png"] = "Kaplan-Meier curves of the four risk quartiles, numbers at risk"
     if _epoch_figure(Path(bundle_dir).parent, out / "c_index_per_epoch.png"):
         files["c_index_per_epoch.png"] = "training and validation C-index per epoch, the kept epoch marked"
-    slides = {job.case_id: job.slide for job in cohort_jobs(cohort)}  # any slide suffix the cohort uses
+    try:
+        slides = {job.case_id: job.slide for job in cohort_jobs(cohort, qc=qc)}  # any slide suffix
+    except UserError:  # a cohort without slides (features made elsewhere): no heatmaps
+        slides = {}
     for k in _heatmap_choice(data, idx, risk, chosen.cases, heatmaps, heatmap_cases):
         name = _heatmap(slides, data, idx[k], attention[k], risk, k, months[k], out)
         if name:
@@ -199,6 +206,15 @@ def summary_lines(metrics: dict, out: str | os.PathLike) -> list[str]:
             f"evaluate: the bundle's out-of-fold C-index from training: {trained['oof_c_index']:.3f} "
             f"(each patient scored by the members that did not train on it; the epoch was chosen on it)"
         )
+    if "modalities" in metrics:
+        mod = metrics["modalities"]
+        parts = [
+            f"{m} {r['c_index']:.3f} ({r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}), "
+            f"{mod['mean_abs_shapley_share'][m]:.0%} of |Shapley|"
+            for m, r in mod["replaced"].items()
+        ]
+        said = "evaluate: C-index with each modality replaced by its training mean: "
+        lines.append(said + "; ".join(parts))
     lines += [f"evaluate: warning: {w}" for w in metrics.get("figure_warnings", [])]
     width = max(len(name) for name in metrics["files"])
     lines.append(f"evaluate: wrote {out}/")

@@ -39,7 +39,7 @@ import torch
 
 from survfusion.errors import UserError
 from survfusion.fileio import write_json
-from survfusion.nets.models import pad_bags
+from survfusion.nets.models import Embeddings, pad_bags
 from survfusion.serving.bundle import MODALITIES, Bundle
 from survfusion.serving.preprocess import RnaVectorizer
 
@@ -51,8 +51,12 @@ DECILE_COLOURS = [  # QuPath wants an RGB colour with each class: inferno, low t
 ]  # fmt: skip
 
 
-def modality_shapley(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna: Mapping) -> dict:
-    """Exact Shapley values of the three modalities for one case (module docstring)."""
+def modality_shapley(
+    bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna: Mapping, absent: tuple[str, ...] = ()
+) -> dict:
+    """Exact Shapley values of the three modalities for one case (module docstring); ``absent``:
+    modalities the case does not bring (replaced by their reference in every evaluation, so their
+    value is 0)."""
     if any(m.embedding_means is None for m in bundle.members):
         raise UserError(
             "explain: the bundle has no training means (an old bundle): no reference to explain against"
@@ -60,7 +64,7 @@ def modality_shapley(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna: 
     v: dict[frozenset, float] = {}
     for k in range(len(MODALITIES) + 1):
         for present in itertools.combinations(MODALITIES, k):
-            replace = tuple(m for m in MODALITIES if m not in present)
+            replace = tuple(m for m in MODALITIES if m not in present or m in absent)
             v[frozenset(present)] = float(bundle.risks([bag], [clinical], [rna], replace=replace)[0])
     n = len(MODALITIES)
     phi = {}
@@ -76,6 +80,47 @@ def modality_shapley(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna: 
     return {"risk": risk, "reference_risk": ref, "shapley": phi, "shapley_sum": sum(phi.values())}
 
 
+def cohort_modalities(bundle: Bundle, data, idx: np.ndarray, *, n_boot: int = 1000) -> dict | None:
+    """Over the patients ``idx``: the C-index of the predicted months with each modality replaced by
+    its reference (a modality ablation, percentile bootstrap 95% intervals) beside the full model's,
+    and each modality's mean share of the case's absolute Shapley values; None for a bundle without
+    training means. Eight batched passes over the patients (every subset of modalities)."""
+    from survfusion.nets.survival import concordance_bootstrap
+
+    if any(m.embedding_means is None for m in bundle.members):
+        return None
+    bags = [data.bags[i] for i in idx]
+    clinical = [data.clinical[i] for i in idx]
+    rna = [data.rna_doc(i) for i in idx]
+    v = {}
+    for k in range(len(MODALITIES) + 1):
+        for present in itertools.combinations(MODALITIES, k):
+            replace = tuple(m for m in MODALITIES if m not in present)
+            v[frozenset(present)] = bundle.risks(bags, clinical, rna, replace=replace)
+    n = len(MODALITIES)
+    phi = {}
+    for i in MODALITIES:
+        others = [m for m in MODALITIES if m != i]
+        phi[i] = sum(
+            math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
+            * (v[frozenset(s) | {i}] - v[frozenset(s)])
+            for k in range(n) for s in itertools.combinations(others, k)
+        )  # fmt: skip
+    t, e = data.time_months[idx], data.event[idx]
+
+    def score(risk):
+        ci = concordance_bootstrap(t, e, -bundle.months(risk), n_boot=n_boot)
+        return {"c_index": ci.estimate, "ci95": [ci.low, ci.high]}
+
+    total = np.sum([np.abs(phi[m]) for m in MODALITIES], axis=0)
+    share = {m: float(np.mean(np.abs(phi[m]) / np.where(total > 0, total, 1.0))) for m in MODALITIES}
+    return {
+        "full": score(v[frozenset(MODALITIES)]),
+        "replaced": {m: score(v[frozenset(MODALITIES) - {m}]) for m in MODALITIES},
+        "mean_abs_shapley_share": share,
+    }
+
+
 def _member_weights(bundle: Bundle) -> np.ndarray:
     """``d risk / d member risk``: the combination is linear in the member risks."""
     if bundle.combination == "sum":
@@ -85,16 +130,22 @@ def _member_weights(bundle: Bundle) -> np.ndarray:
 
 
 def _ig(model, bag, clin, genes, which: str, baseline: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Path-mean gradient of the risk w.r.t. input ``which`` from ``baseline`` to the case."""
+    """Path-mean gradient of the risk w.r.t. input ``which`` from ``baseline`` to the case. The slide
+    embedding depends on the tiles alone (``SurvivalModel.encode`` embeds each modality on its
+    own), so it is computed once and only the moving input is embedded at each step."""
     feats, mask = pad_bags([bag])
     x = clin if which == "clinical" else genes
     grads = torch.zeros_like(x, dtype=torch.float64)
     model.eval()
+    with torch.no_grad():
+        slide = model.encode(feats, clin, genes, mask)
+    one, one_mask = feats[:, :1], mask[:, :1]  # a stand-in bag: its slide embedding is discarded
     for a in (np.arange(IG_STEPS) + 0.5) / IG_STEPS:
         point = (baseline + float(a) * (x - baseline)).detach().requires_grad_(True)
         c, g = (point, genes) if which == "clinical" else (clin, point)
-        risk = model.fuse(model.encode(feats, c, g, mask)).sum()
-        (grad,) = torch.autograd.grad(risk, point)
+        moving = model.encode(one, c, g, one_mask)
+        emb = Embeddings(slide.hist, moving.rna, moving.clinical, slide.attention)
+        (grad,) = torch.autograd.grad(model.fuse(emb).sum(), point)
         grads += grad.double()
     return (grads / IG_STEPS)[0].numpy(), (x - baseline)[0].double().numpy()
 
@@ -253,29 +304,43 @@ def qupath_geojson(coords: np.ndarray, side: int, attention, share, rank) -> dic
 
 def explain_case(bundle: Bundle, data, i: int, out: Path, slide_path: Path | None = None) -> dict:
     """Every explanation of patient ``i`` of ``data`` into ``out`` (JSON, GeoJSON, PNG, Markdown)."""
-    case_id = data.case_ids[i]
-    bag, clinical, rna = data.bags[i], data.clinical[i], data.rna_doc(i)
-    shap = modality_shapley(bundle, bag, clinical, rna)
+    return explain_inputs(
+        bundle, data.case_ids[i], data.bags[i], data.coords[i], int(data.tile_lv0[i]), data.clinical[i],
+        data.rna_doc(i), out, slide_path,
+    )  # fmt: skip
+
+
+def explain_inputs(
+    bundle: Bundle, case_id: str, bag, coords, tile_lv0: int, clinical, rna, out: Path,
+    slide_path: Path | None = None, absent: tuple[str, ...] = (),
+) -> dict:  # fmt: skip
+    """``explain_case`` for a case given by its inputs (the container's ``Prediction.inputs``)."""
+    shap = modality_shapley(bundle, bag, clinical, rna, absent)
     months = float(bundle.months(np.array([shap["risk"]]))[0])
     att, share, rank = tile_table(bundle, bag, clinical, rna, shap["shapley"]["hist"])
     inputs = input_attributions(bundle, bag, clinical, rna)
-    side = int(data.tile_lv0[i]) or 224
+    side = int(tile_lv0) or 224
+    coords = np.asarray(coords).reshape(-1, 2)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    write_json(out / f"{case_id}.geojson", qupath_geojson(data.coords[i], side, att, share, rank))
+    write_json(out / f"{case_id}.geojson", qupath_geojson(coords, side, att, share, rank))
     files["geojson"] = f"{case_id}.geojson"
+    notes = []
     if slide_path is not None and len(att):
-        from survfusion.training.figures import plot_heatmap
-
-        title = f"{case_id}: predicted {months:.0f} months (risk {shap['risk']:+.3f})"
-        plot_heatmap(slide_path, data.coords[i], side, att, out / f"{case_id}_heatmap.png", title=title)
-        files["heatmap"] = f"{case_id}_heatmap.png"
+        try:
+            from survfusion.training.figures import plot_heatmap
+        except ImportError as err:  # the container's image has no matplotlib
+            notes.append(f"no heatmap: {err}")
+        else:
+            title = f"{case_id}: predicted {months:.0f} months (risk {shap['risk']:+.3f})"
+            plot_heatmap(slide_path, coords, side, att, out / f"{case_id}_heatmap.png", title=title)
+            files["heatmap"] = f"{case_id}_heatmap.png"
     top = np.argsort(-att)[:10] if len(att) else np.zeros(0, np.int64)
     record = {
-        "case_id": case_id, "predicted_months": months, **shap, "inputs": inputs,
-        "tiles": {"n": len(att), "top": [{"x": int(data.coords[i][k][0]), "y": int(data.coords[i][k][1]),
+        "case_id": case_id, "predicted_months": months, **shap, "inputs": inputs, "absent": list(absent),
+        "tiles": {"n": len(att), "top": [{"x": int(coords[k][0]), "y": int(coords[k][1]),
                                           "attention": float(att[k])} for k in top]},
-        "files": files,
+        "files": files, "notes": notes,
     }  # fmt: skip
     write_json(out / f"{case_id}.json", record)
     (out / f"{case_id}.md").write_text(_summary(record))

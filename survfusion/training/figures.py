@@ -106,11 +106,15 @@ def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> Non
     epoch, tr, va = read_history(history_csv)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(epoch, tr, label="train")
-    ax.plot(epoch, va, label="validation")
-    best = epoch[int(np.nanargmax(va))]
-    ax.axvline(best, color="grey", ls="--", label=f"kept: epoch {best}")
+    if np.isfinite(np.asarray(va, float)).any():
+        ax.plot(epoch, va, label="validation")
+        best = epoch[int(np.nanargmax(va))]
+        ax.axvline(best, color="grey", ls="--", label=f"kept: epoch {best}")
+        title = "C-index per epoch (the validation curve chose the kept epoch)"
+    else:  # a fixed epoch count on every patient (the small-cohort recipe): nothing held out
+        title = "training C-index per epoch (a fixed epoch count: no validation patients)"
     _epoch_axes(ax, "C-index")
-    ax.set_title("C-index per epoch (the validation curve chose the kept epoch)", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
