@@ -141,3 +141,26 @@ def test_explain_on_a_cohort_writes_every_file_inside_the_slide(tmp_path):
     for f in g["features"]:
         minx, miny, maxx, maxy = shape(f["geometry"]).bounds
         assert minx >= 0 and miny >= 0 and maxx <= w and maxy <= h
+
+
+def test_explain_a_grand_challenge_case_with_a_model_directory(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from cases import SAMPLE
+    from fixtures import write_untrained_model
+
+    from survfusion.features.weights import init_encoder_weights
+
+    weights = tmp_path / "w.safetensors"
+    init_encoder_weights("vit-tiny", weights, seed=0)
+    model = write_untrained_model(tmp_path / "model", weights)
+    out = tmp_path / "explain"
+    capsys.readouterr()
+    assert main(["explain", "--case", str(SAMPLE), "--model", str(model), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    r = json.loads(next(out.glob("*.json")).read_text())
+    assert r["shapley_sum"] == pytest.approx(r["risk"] - r["reference_risk"], abs=1e-9)
+    assert f"{r['predicted_months']:.1f} months" in said
+    assert {p.suffix for p in out.iterdir()} >= {".json", ".geojson", ".md", ".png"}
