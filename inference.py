@@ -142,7 +142,7 @@ def _explain(model, prediction, files, output) -> None:
             used["rna"], Path(output) / "explain", files.wsi, absent=used["replaced"],
         )  # fmt: skip
         log(f"explain  {time.perf_counter() - t0:7.2f} s  -> {output}/explain/{name}.md")
-    except Exception as err:  # noqa: BLE001 (opt-in extra; the prediction is already written)
+    except Exception as err:  # an opt-in extra: the prediction is already written
         first = str(err).splitlines()[0] if str(err) else ""
         warn(f"explanation not written ({type(err).__name__}: {first}); the prediction stands")
 
