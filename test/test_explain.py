@@ -164,3 +164,80 @@ def test_explain_a_grand_challenge_case_with_a_model_directory(tmp_path, capsys)
     assert r["shapley_sum"] == pytest.approx(r["risk"] - r["reference_risk"], abs=1e-9)
     assert f"{r['predicted_months']:.1f} months" in said
     assert {p.suffix for p in out.iterdir()} >= {".json", ".geojson", ".md", ".png"}
+
+
+def test_class_enrichment_counts_the_top_tiles_against_the_bag():
+    from survfusion.training.explain import class_enrichment
+
+    att = np.array([0.9, 0.8, 0.1, 0.1, 0.05, 0.05, 0.0, 0.0, 0.0, 0.0])
+    labels = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    rows = {r["class"]: r for r in class_enrichment(att, labels, ["a", "b", "c"], top_fraction=0.2)}
+    assert set(rows) == {"a", "b"}  # a class absent from the bag has no share to compare
+    assert rows["b"]["top_share"] == 1.0 and rows["b"]["bag_share"] == pytest.approx(0.2)
+    assert rows["b"]["enrichment"] == pytest.approx(5.0) and rows["a"]["enrichment"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_trained_models_top_attention_tiles_are_enriched_for_the_needle_class(tmp_path, capsys):
+    """The needle world (survfusion.synth.worlds): 35% of the patients carry a rare tile class on
+    3-8% of their tiles, and carrying it adds 1.5 to the log-hazard. A slide-only attention model
+    trained on the cohort must put that class among its highest-attention tiles far above its share
+    of the bag (an untrained or class-blind attention gives enrichment 1 on average), and explain
+    must say so. Measured on this cohort: 46% of the top tenth against 5% of the bag (9x)."""
+    import csv
+
+    from survfusion.features.h5 import read_tile_classes
+
+    cohort, feats, run, out = (tmp_path / n for n in ("c", "f", "run", "ex"))
+    assert main(["synth", "--world", "needle", "--no-slides", "--patients", "120", "--seed", "3",
+                 "--out", str(cohort)]) == 0  # fmt: skip
+    assert main(["synth-features", "--cohort", str(cohort), "--out", str(feats), "--encoder", "vit-tiny",
+                 "--tiles", "64", "--seed", "3"]) == 0  # fmt: skip
+    assert main(["train", "--cohort", str(cohort), "--features", str(feats), "--model", "ABMIL_Hist",
+                 "--config", "configs/small-cohort.json", "--max-epochs", "30",
+                 "--out", str(run)]) == 0  # fmt: skip
+    with open(cohort / "oracle.csv", newline="") as f:
+        carriers = [r["case_id"] for r in csv.DictReader(f) if float(r["frac_budding"]) > 0]
+    carriers = [c for c in carriers if (read_tile_classes(feats / f"{c}.h5")[1] == 4).any()]
+    assert len(carriers) >= 20
+    capsys.readouterr()
+    assert main(["explain", "--bundle", str(run), "--cohort", str(cohort), "--features", str(feats),
+                 "--cases", *carriers, "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    top, bag = [], []
+    for c in carriers:
+        rows = {r["class"]: r for r in json.loads((out / f"{c}.json").read_text())["tiles"]["classes"]}
+        top.append(rows["budding"]["top_share"])
+        bag.append(rows["budding"]["bag_share"])
+    assert np.mean(top) >= 3 * np.mean(bag), (np.mean(top), np.mean(bag))
+    assert "budding against" in printed and "| budding |" in (out / f"{carriers[0]}.md").read_text()
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_input_attributions_run_for_every_model_and_give_an_ignored_input_zero(name):
+    bundle, (bag, clin, rna) = _bundle(name)
+    got = input_attributions(bundle, bag, clin, rna)
+    assert np.isfinite([got["clinical_sum"], got["rna_sum"]]).all()
+    ignores = {"Clin_only": ("rna",), "RNA_only": ("clinical",), "ABMIL_Hist": ("rna", "clinical")}
+    for m in ignores.get(name, ()):  # no path from the input to the risk: exactly zero, not rounding
+        assert got[f"{m}_sum"] == 0.0
+
+
+def test_tile_class_labels_that_disagree_with_the_tiles_are_refused(tmp_path):
+    import h5py
+
+    from survfusion.errors import UserError
+    from survfusion.features.h5 import read_tile_classes, write_features
+
+    path = tmp_path / "a.h5"
+    write_features(
+        path, np.zeros((3, 4), np.float32), np.zeros((3, 2)), {}, tile_class=(["x", "y"], [0, 1, 1])
+    )
+    names, labels = read_tile_classes(path)
+    assert names == ["x", "y"] and labels.tolist() == [0, 1, 1]
+    with h5py.File(path, "a") as f:
+        f["tile_class"][2] = 5
+    with pytest.raises(UserError, match=r"outside 0\.\.1"):
+        read_tile_classes(path)
+    with pytest.raises(ValueError, match="labels"):
+        write_features(path, np.zeros((3, 4), np.float32), np.zeros((3, 2)), {}, tile_class=(["x"], [0, 1]))

@@ -29,6 +29,7 @@ def add_explain_parser(sub) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from survfusion.features.h5 import read_tile_classes
     from survfusion.serving.bundle_io import load_bundle, resolve_bundle_dir
     from survfusion.training.cohort import cohort_jobs
     from survfusion.training.dataset import load_cohort
@@ -49,13 +50,20 @@ def run_explain(args: argparse.Namespace) -> int:
     except UserError:
         slides = {}  # a cohort without slides: no heatmap, the rest as usual
     for cid in wanted:
-        r = explain_case(bundle, data, data.case_ids.index(cid), Path(args.out), slides.get(cid))
+        labels = read_tile_classes(Path(args.features) / f"{cid}.h5")  # None unless the file labels its tiles
+        r = explain_case(bundle, data, data.case_ids.index(cid), Path(args.out), slides.get(cid), labels)
         s = r["shapley"]
         print(
             f"explain {cid}: {r['predicted_months']:.1f} months; risk {r['risk']:+.3f} = reference "
             f"{r['reference_risk']:+.3f} + slide {s['hist']:+.3f} + RNA {s['rna']:+.3f} + clinical "
             f"{s['clinical']:+.3f} -> {args.out}/{cid}.md"
         )
+        if r["tiles"]["classes"]:
+            c = r["tiles"]["classes"][0]
+            print(
+                f"explain {cid}: top {c['top_tiles']} tiles by attention are {c['top_share']:.0%} "
+                f"{c['class']} against {c['bag_share']:.0%} of the bag ({c['enrichment']:.1f}x)"
+            )
     return 0
 
 

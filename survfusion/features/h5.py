@@ -1,9 +1,13 @@
 """Feature files (HDF5), CLAM/TRIDENT compatible, with the provenance of every number in them.
 
 Layout: ``features`` float32 ``(N, D)``; ``coords`` int64 ``(N, 2)`` = (x, y) level-0 pixels of
-each tile's top-left corner. File attributes record the encoder and its weights' sha256, the
-spacing, tile sizes, level read, slide size, tissue threshold and package version. Readers also take
-files written by CLAM or TRIDENT (``features`` possibly ``(1, N, D)``, attributes on ``coords``).
+each tile's top-left corner; optionally ``tile_class`` int16 ``(N,)``, a label per tile indexing the
+comma-separated names of the ``tile_classes`` attribute (synthetic features carry their planted
+tissue class; a team may add its annotations), which ``explain`` uses to say whether the
+highest-attention tiles are enriched for a class. File attributes record the encoder and its
+weights' sha256, the spacing, tile sizes, level read, slide size, tissue threshold and package
+version. Readers also take files written by CLAM or TRIDENT (``features`` possibly ``(1, N, D)``,
+attributes on ``coords``).
 
 What a feature set *is* (every setting that changes its numbers) is one typed ``FeatureRequest``,
 stored in each file as the JSON attribute ``feature_request``. The same object is the cache check,
@@ -52,8 +56,20 @@ def _plain(value):
     return value
 
 
-def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
-    """Write atomically (temporary file in the same folder, then rename)."""
+TILE_CLASS = "tile_class"  # optional dataset: a class index per tile
+TILE_CLASSES = "tile_classes"  # its names, comma-separated, as a file attribute
+MAX_TILE_CLASSES = 256
+
+
+def write_features(
+    path: str | os.PathLike,
+    features: np.ndarray,
+    coords: np.ndarray,
+    attrs: dict,
+    tile_class: tuple[list[str], np.ndarray] | None = None,
+) -> None:
+    """Write atomically (temporary file in the same folder, then rename); ``tile_class`` = (names,
+    a class index per tile) for the optional labels of the module docstring."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     features = np.asarray(features, dtype=np.float32)
@@ -66,6 +82,19 @@ def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.nda
         with h5py.File(tmp, "w") as f:
             f.create_dataset("features", data=features)
             dset = f.create_dataset("coords", data=coords)
+            if tile_class is not None:
+                names, labels = tile_class
+                labels = np.asarray(labels, np.int16)
+                if (
+                    labels.shape != (len(features),)
+                    or labels.min(initial=0) < 0
+                    or labels.max(initial=0) >= len(names)
+                ):
+                    raise ValueError(
+                        f"tile_class: {labels.shape} labels for {len(features)} tiles and {len(names)} names"
+                    )
+                f.create_dataset(TILE_CLASS, data=labels)
+                f.attrs[TILE_CLASSES] = ",".join(names)
             for key, value in attrs.items():
                 if value is not None:  # HDF5 has no None: an unset option is an absent attribute
                     f.attrs[key] = value
@@ -102,6 +131,27 @@ def read_features(path: str | os.PathLike) -> FeatureFile:
     if len(coords) != len(features):
         raise UserError(f"feature file {path}: {len(features)} features but {len(coords)} coords")
     return FeatureFile(features, coords, attrs)
+
+
+def read_tile_classes(path: str | os.PathLike) -> tuple[list[str], np.ndarray] | None:
+    """(class names, a class index per tile) of a feature file, or None when it has no labels;
+    labels that disagree with the file's tiles or names are a one-line error."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        if TILE_CLASS not in f:
+            return None
+        d = f[TILE_CLASS]
+        n = f["features"].shape[-2]
+        names = str(_plain(f.attrs.get(TILE_CLASSES, ""))).split(",")
+        if d.shape != (n,) or d.dtype.kind not in "iu" or not 1 <= len(names) <= MAX_TILE_CLASSES:
+            raise UserError(
+                f"feature file {path}: {TILE_CLASS} must be {n} integer labels with 1..{MAX_TILE_CLASSES} "
+                f"names in '{TILE_CLASSES}', got {d.shape} {d.dtype} and {len(names)} names"
+            )
+        labels = np.asarray(d[()], np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+        raise UserError(f"feature file {path}: {TILE_CLASS} holds labels outside 0..{len(names) - 1}")
+    return names, labels
 
 
 def cache_matches(path: str | os.PathLike, request: FeatureRequest) -> bool:

@@ -10,8 +10,9 @@ encoder's width (seeded by ``seed``) and ``z`` standard normal. So the planted t
 
 The files are feature files like any other (``survfusion.features.h5``): a ``FeatureRequest``
 naming the encoder, the sha256 of the weights file given (so ``package`` accepts those weights),
-the encoder's default tiling, and ``synthetic`` saying how they were made. A model trained on them
-is for testing the pipeline: a real slide's embeddings are not these.
+the encoder's default tiling, and ``synthetic`` saying how they were made, plus each tile's planted
+class (the ``tile_class`` labels of ``survfusion.features.h5``, for ``explain``'s enrichment). A
+model trained on them is for testing the pipeline: a real slide's embeddings are not these.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def write_synthetic_features(
     )
     side = int(np.ceil(np.sqrt(max(tiles, 1))))
     coords = np.array([(i % side, i // side) for i in range(tiles)], np.int64) * spec.tile_px * 2
-    for case_id, x in synthetic_bags(Path(cohort), spec.embed_dim, tiles, seed):
+    for case_id, x, classes in synthetic_bags(Path(cohort), spec.embed_dim, tiles, seed):
         attrs = {
             REQUEST_ATTR: canonical_json(request.to_dict()).decode(),
             "encoder": spec.name,
@@ -81,12 +82,13 @@ def write_synthetic_features(
             "synthetic": HOW,
             "survfusion_version": survfusion.__version__,
         }
-        write_features(Path(out) / f"{case_id}.h5", x, coords, attrs)
+        write_features(Path(out) / f"{case_id}.h5", x, coords, attrs, tile_class=(list(CLASSES), classes))
     return spec.embed_dim
 
 
 def synthetic_bags(cohort: Path, width: int, tiles: int, seed: int):
-    """``(case_id, (tiles, width) float32)`` for every patient of ``cohort``, as the module says."""
+    """``(case_id, (tiles, width) float32, (tiles,) planted class)`` for every patient of
+    ``cohort``, as the module says."""
     if not 1 <= tiles <= 100_000:
         raise UserError(f"synth-features: --tiles must be 1..100000, got {tiles}")
     mixes = read_mixes(cohort)
@@ -102,7 +104,7 @@ def synthetic_bags(cohort: Path, width: int, tiles: int, seed: int):
         x = prototypes[classes] + 0.5 * case_rng.normal(size=(tiles, width))
         if case_id.startswith("3B"):
             x += 0.3 * shift
-        yield case_id, x.astype(np.float32)
+        yield case_id, x.astype(np.float32), classes
 
 
 def write_release_features(release: str | os.PathLike, *, width: int, tiles: int = 64, seed: int = 0) -> None:
@@ -125,7 +127,7 @@ def write_release_features(release: str | os.PathLike, *, width: int, tiles: int
     side = int(np.ceil(np.sqrt(tiles)))
     for d in (r.FEATURES_DIR, r.COORDS_DIR):
         (release / d).mkdir(parents=True, exist_ok=True)
-    for case_id, x in synthetic_bags(release, width, tiles, seed):
+    for case_id, x, _ in synthetic_bags(release, width, tiles, seed):
         coords = np.zeros(tiles, dtype=RELEASE_COORDS_DTYPE)
         coords["x"] = [(i % side) * lv0 for i in range(tiles)]
         coords["y"] = [(i // side) * lv0 for i in range(tiles)]

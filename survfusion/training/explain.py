@@ -13,7 +13,11 @@ rounding), and the summary prints both numbers.
 weighted mean, but the networks after it are not linear, so this is a reading aid, not an exact
 split). QuPath GeoJSON: one Feature per tile (level-0 pixels, ``objectType: "tile"``,
 ``measurements``, a ``classification`` with a name and a colour by attention decile) and the tissue
-outline (the outline of the tiles' union, traced on their grid) as an annotation.
+outline (the outline of the tiles' union, traced on their grid) as an annotation. Where the feature
+file labels its tiles (``tile_class``, ``survfusion.features.h5``: synthetic features carry their
+planted class), the explanation says for each class its share of the bag and of the top
+``TOP_TILE_FRACTION`` of tiles by attention, and their ratio (the enrichment: 1 = attention blind to
+the class).
 
 **Inputs: integrated gradients.** For each member, the clinical vector and the RNA input are moved
 along a straight path from a **baseline** to the case's values (``IG_STEPS`` midpoints), the
@@ -44,6 +48,7 @@ from survfusion.serving.bundle import MODALITIES, Bundle
 from survfusion.serving.preprocess import RnaVectorizer
 
 IG_STEPS = 32
+TOP_TILE_FRACTION = 0.1  # the highest-attention tiles whose class mix is compared with the bag's
 TOP_INPUTS = 15
 DECILE_COLOURS = [  # QuPath wants an RGB colour with each class: inferno, low to high
     [0, 0, 4], [27, 12, 65], [74, 12, 107], [120, 28, 109], [165, 44, 96],
@@ -145,8 +150,11 @@ def _ig(model, bag, clin, genes, which: str, baseline: torch.Tensor) -> tuple[np
         c, g = (point, genes) if which == "clinical" else (clin, point)
         moving = model.encode(one, c, g, one_mask)
         emb = Embeddings(slide.hist, moving.rna, moving.clinical, slide.attention)
-        (grad,) = torch.autograd.grad(model.fuse(emb).sum(), point)
-        grads += grad.double()
+        risk = model.fuse(emb).sum()
+        # a model that ignores this input (ABMIL_Hist ignores both) has no path from it: gradient 0
+        (grad,) = torch.autograd.grad(risk, point, allow_unused=True) if risk.requires_grad else (None,)
+        if grad is not None:
+            grads += grad.double()
     return (grads / IG_STEPS)[0].numpy(), (x - baseline)[0].double().numpy()
 
 
@@ -210,6 +218,27 @@ def tile_table(bundle: Bundle, bag: torch.Tensor, clinical, rna, phi_hist: float
     rank = np.empty(len(a), np.int64)
     rank[order] = np.arange(1, len(a) + 1)
     return a, phi_hist * a, rank
+
+
+def class_enrichment(attention, labels, names, top_fraction: float = TOP_TILE_FRACTION) -> list[dict]:
+    """Per tile class: its share of the bag, of the top ``top_fraction`` of tiles by attention (at
+    least one tile; ties broken by tile order) and their ratio, most enriched first."""
+    a = np.asarray(attention, np.float64)
+    labels = np.asarray(labels, np.int64)
+    if a.shape != labels.shape or not len(a):
+        return []
+    k = max(1, round(top_fraction * len(a)))
+    top = labels[np.argsort(-a, kind="stable")[:k]]
+    rows = []
+    for c, name in enumerate(names):
+        bag = float(np.mean(labels == c))
+        if bag == 0:
+            continue
+        in_top = float(np.mean(top == c))
+        rows.append(
+            {"class": name, "bag_share": bag, "top_share": in_top, "enrichment": in_top / bag, "top_tiles": k}
+        )
+    return sorted(rows, key=lambda r: -r["enrichment"])
 
 
 def tissue_outline(coords: np.ndarray, side: int) -> list[list[list[list[int]]]]:
@@ -302,19 +331,24 @@ def qupath_geojson(coords: np.ndarray, side: int, attention, share, rank) -> dic
     return {"type": "FeatureCollection", "features": feats}
 
 
-def explain_case(bundle: Bundle, data, i: int, out: Path, slide_path: Path | None = None) -> dict:
+def explain_case(
+    bundle: Bundle, data, i: int, out: Path, slide_path: Path | None = None,
+    tile_classes: tuple[list[str], np.ndarray] | None = None,
+) -> dict:  # fmt: skip
     """Every explanation of patient ``i`` of ``data`` into ``out`` (JSON, GeoJSON, PNG, Markdown)."""
     return explain_inputs(
         bundle, data.case_ids[i], data.bags[i], data.coords[i], int(data.tile_lv0[i]), data.clinical[i],
-        data.rna_doc(i), out, slide_path,
+        data.rna_doc(i), out, slide_path, tile_classes=tile_classes,
     )  # fmt: skip
 
 
 def explain_inputs(
     bundle: Bundle, case_id: str, bag, coords, tile_lv0: int, clinical, rna, out: Path,
     slide_path: Path | None = None, absent: tuple[str, ...] = (),
+    tile_classes: tuple[list[str], np.ndarray] | None = None,
 ) -> dict:  # fmt: skip
-    """``explain_case`` for a case given by its inputs (the container's ``Prediction.inputs``)."""
+    """``explain_case`` for a case given by its inputs (the container's ``Prediction.inputs``);
+    ``tile_classes`` = (names, a label per tile) adds the class enrichment of the module docstring."""
     shap = modality_shapley(bundle, bag, clinical, rna, absent)
     months = float(bundle.months(np.array([shap["risk"]]))[0])
     att, share, rank = tile_table(bundle, bag, clinical, rna, shap["shapley"]["hist"])
@@ -339,7 +373,8 @@ def explain_inputs(
     record = {
         "case_id": case_id, "predicted_months": months, **shap, "inputs": inputs, "absent": list(absent),
         "tiles": {"n": len(att), "top": [{"x": int(coords[k][0]), "y": int(coords[k][1]),
-                                          "attention": float(att[k])} for k in top]},
+                                          "attention": float(att[k])} for k in top],
+                  "classes": class_enrichment(att, tile_classes[1], tile_classes[0]) if tile_classes else []},
         "files": files, "notes": notes,
     }  # fmt: skip
     write_json(out / f"{case_id}.json", record)
@@ -378,6 +413,13 @@ def _summary(r: dict) -> str:
         "",
         f"Tiles: {r['tiles']['n']}; QuPath: File > Import objects > {r['files']['geojson']}.",
     ]  # fmt: skip
+    if r["tiles"]["classes"]:
+        k = r["tiles"]["classes"][0]["top_tiles"]
+        lines += ["", f"Tile classes in the top {k} tiles by attention against the whole bag (enrichment "
+                  "= top share / bag share; 1 = attention blind to the class):", "",
+                  "| class | top tiles | bag | enrichment |", "|---|---|---|---|",
+                  *[f"| {c['class']} | {c['top_share']:.0%} | {c['bag_share']:.0%} | {c['enrichment']:.1f}x |"
+                    for c in r["tiles"]["classes"]]]  # fmt: skip
     if "heatmap" in r["files"]:
         lines += ["", f"![attention]({r['files']['heatmap']})"]
     return "\n".join(lines) + "\n"
