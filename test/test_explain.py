@@ -62,18 +62,58 @@ def test_shapley_values_sum_to_risk_minus_reference_for_every_model(name):
             assert abs(s["shapley"][m]) < 1e-6 * max(1.0, abs(s["risk"]))
 
 
-def test_a_linear_bundles_attributions_are_its_terms():
-    bundle, (bag, clin, rna) = _bundle("LinearCox", combination="sum")
-    model = bundle.members[0].model
-    got = input_attributions(bundle, bag, clin, rna)
-    x_clin, x_rna = bundle.members[0].inputs([clin], [rna])
-    w_clin = model.clinical_score.weight.detach().double().numpy()[0]
-    w_rna = model.rna_encoder.score.weight.detach().double().numpy()[0]
-    # IG of a linear function from the zero baseline is exactly weight x value
-    assert got["clinical_sum"] == pytest.approx(float(w_clin @ x_clin[0].double().numpy()), rel=1e-5)
-    terms = dict(zip(bundle.members[0].rna.genes, w_rna * x_rna[0].double().numpy(), strict=True))
-    for g in got["genes"]:
-        assert g["attribution"] == pytest.approx(terms[g["gene"]], rel=1e-5, abs=1e-9)
+def test_a_linear_bundles_terms_are_coefficient_times_standardised_value():
+    """A linear bundle built as a fitted baseline is (``LinearCox.from_standardised`` from
+    coefficients ``beta`` on a design standardised with the pool's means and sds, the bundle's
+    reference the pool's mean embedding): each input's integrated gradient is exactly
+    ``beta_j (x_j - mean_j) / sd_j``, computed here from the design, not from the network."""
+    from survfusion.nets.linear import LinearCox
+    from survfusion.nets.models import mean_embeddings
+    from survfusion.nets.registry import ModelDims
+
+    rng = np.random.default_rng(5)
+    patients = make_patients(40, seed=6)
+    clinical = ClinicalEncoder.fit([p.clinical for p in patients])
+    rna = RnaVectorizer(reference_genes()[:30], log1p=True)
+    records = [
+        {g: float(v) for g, v in zip(rna.genes, rng.uniform(0, 400, 30), strict=True)} for _ in patients
+    ]
+    pool_c = np.stack([clinical.transform(p.clinical).values for p in patients]).astype(np.float64)
+    pool_r = np.stack([rna.transform(r).values for r in records]).astype(np.float64)
+    clin_cols, rna_cols = [0, 3, 5, 8, 11], [1, 4, 9, 17, 29]
+    x = np.concatenate([pool_c[:, clin_cols], pool_r[:, rna_cols]], axis=1)
+    mean, sd = x.mean(0), x.std(0) + 0.1
+    beta = rng.normal(size=x.shape[1])
+    model = LinearCox(ModelDims(feat_dim=8, rna_dim=30, clinical_dim=clinical.dim))
+    model.from_standardised(beta, mean, sd, clin_cols, rna_cols).eval()
+    bags = [torch.zeros((2, 8)) for _ in patients]
+    c_t, r_t = torch.from_numpy(pool_c.astype(np.float32)), torch.from_numpy(pool_r.astype(np.float32))
+    means = mean_embeddings(model, bags, c_t, r_t)
+    cal = RiskToTime().fit(
+        rng.normal(size=40), [p.time_months for p in patients], [p.event for p in patients]
+    )
+    bundle = Bundle("LinearCox", [Member(model, clinical, rna, means, 0.0, 1.0)], cal, combination="sum")
+    case_clin = make_patients(41, seed=9)[40].clinical
+    case_rna = {g: float(v) for g, v in zip(rna.genes, rng.uniform(0, 400, 30), strict=True)}
+    got = input_attributions(bundle, bags[0], case_clin, case_rna)
+    xc = clinical.transform(case_clin).values.astype(np.float64)
+    xr = rna.transform(case_rna).values.astype(np.float64)
+    term = beta * (np.concatenate([xc[clin_cols], xr[rna_cols]]) - mean) / sd
+    fields: dict[str, float] = {}
+    for j, col in enumerate(clin_cols):
+        field = clinical.feature_names[col].split("=")[0]
+        fields[field] = fields.get(field, 0.0) + term[j]
+    got_fields = {c["field"]: c["attribution"] for c in got["clinical"]}
+    # float32 network, float64 design: 1e-4 relative covers the float32 rounding of a few products
+    for field, value in fields.items():
+        assert got_fields[field] == pytest.approx(value, rel=1e-4, abs=1e-5)
+    assert {g["gene"]: g["attribution"] for g in got["genes"]} == pytest.approx(
+        {rna.genes[col]: term[len(clin_cols) + j] for j, col in enumerate(rna_cols)}, rel=1e-4, abs=1e-5
+    )
+    # additive model: the clinical inputs' terms are the clinical Shapley value, exactly in real arithmetic
+    shap = modality_shapley(bundle, bags[0], case_clin, case_rna)
+    assert got["clinical_sum"] == pytest.approx(shap["shapley"]["clinical"], rel=1e-4, abs=1e-5)
+    assert got["rna_sum"] == pytest.approx(shap["shapley"]["rna"], rel=1e-4, abs=1e-5)
 
 
 @settings(max_examples=60, deadline=None)

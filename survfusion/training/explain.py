@@ -23,12 +23,16 @@ the class).
 along a straight path from a **baseline** to the case's values (``IG_STEPS`` midpoints), the
 others held at the case's own; attribution = path-mean gradient x (value - baseline), so the
 attributions of one modality sum to ``risk(case) - risk(case with that input at its baseline)``
-up to the path's discretisation. The baseline is the zero of the encoded input: for clinical data
-the training means of age and instillations with no category set, for RNA the pool's centre where
-the bundle projects RNA by PCA (then gene ``g`` gets ``u_g * (C^T grad_z)_g`` with
-``u = (log1p(x) - center) / scale``, exactly the IG in gene space), else zero expression. For a
-linear bundle the IG is exact: weight x (value - baseline). An ensemble's attribution is the
-members' in the bundle's combination (linear in the member risks).
+up to the path's discretisation. The baseline is the **reference** of the Shapley values where it
+lives in input space: for clinical data each member's training-mean clinical vector (the clinical
+embedding is the vector itself, ``models.Embeddings``); for RNA the pool's centre where the bundle
+projects RNA by PCA (then gene ``g`` gets ``u_g * (C^T grad_z)_g`` with
+``u = (log1p(x) - center) / scale``, exactly the IG in gene space), the training mean of each gene a
+linear bundle reads (``LinearCox``'s ``center``), else zero expression (a deep model's RNA
+reference is an embedding, with no input it comes from). For a linear bundle the IG is exact:
+``beta_j (x_j - mean_j) / sd_j`` on the standardised design, and the clinical fields' sum is the
+clinical Shapley value. An ensemble's attribution is the members' in the bundle's combination
+(linear in the member risks).
 """
 
 from __future__ import annotations
@@ -168,6 +172,25 @@ def _gene_space(vec: RnaVectorizer, rna: Mapping, avg_grad_z: np.ndarray) -> tup
     return vec.genes, u * (p["components"].T @ avg_grad_z)
 
 
+def _clinical_baseline(member, clin: torch.Tensor) -> torch.Tensor:
+    """The member's training-mean clinical vector (its Shapley reference), else zeros."""
+    means = member.embedding_means
+    if means is not None and np.shape(means["clinical"]) == (clin.shape[1],):
+        return torch.as_tensor(np.asarray(means["clinical"]), dtype=clin.dtype)[None]
+    return torch.zeros_like(clin)
+
+
+def _rna_baseline(member, genes: torch.Tensor) -> torch.Tensor:
+    """A linear bundle's gene means (``LinearCox``'s centre); else zeros, which is the pool's
+    centre for a PCA projection and zero expression otherwise (module docstring)."""
+    from survfusion.nets.linear import _RnaScore
+
+    enc = getattr(member.model, "rna_encoder", None)
+    if isinstance(enc, _RnaScore) and member.rna.projection is None:
+        return enc.center.detach().to(genes.dtype)[None]
+    return torch.zeros_like(genes)
+
+
 def input_attributions(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna: Mapping) -> dict:
     """Integrated gradients of the bundle's risk over clinical inputs and genes (module docstring)."""
     weights = _member_weights(bundle)
@@ -175,11 +198,11 @@ def input_attributions(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna
     gene_total: dict[str, float] = {}
     for w, m in zip(weights, bundle.members, strict=True):
         clin, genes = m.inputs([clinical], [rna])
-        grad_c, delta_c = _ig(m.model, bag, clin, genes, "clinical", torch.zeros_like(clin))
+        grad_c, delta_c = _ig(m.model, bag, clin, genes, "clinical", _clinical_baseline(m, clin))
         for name, value in zip(m.clinical.feature_names, grad_c * delta_c, strict=True):
             field = name.split("=")[0]
             clin_total[field] = clin_total.get(field, 0.0) + w * float(value)
-        grad_r, delta_r = _ig(m.model, bag, clin, genes, "rna", torch.zeros_like(genes))
+        grad_r, delta_r = _ig(m.model, bag, clin, genes, "rna", _rna_baseline(m, genes))
         if m.rna.projection is not None:
             names, values = _gene_space(m.rna, rna, grad_r)
         else:
@@ -206,7 +229,8 @@ def input_attributions(bundle: Bundle, bag: torch.Tensor, clinical: Mapping, rna
                   for g, a in top_genes],
         "clinical_sum": sum(clin_total.values()),
         "rna_sum": sum(gene_total.values()),
-        "baseline": "the zero of each encoded input (module docstring of survfusion.training.explain)",
+        "baseline": "the reference in input space: training-mean clinical vector; RNA: the pool's centre "
+        "(PCA), a linear model's gene means, else zero expression (survfusion.training.explain)",
     }  # fmt: skip
 
 
@@ -396,7 +420,7 @@ def _summary(r: dict) -> str:
         "|---|---|",
         *[f"| {k} | {v:+.4f} |" for k, v in s.items()],
         "",
-        "Top clinical fields (integrated gradients against the encoded input's zero):",
+        "Top clinical fields (integrated gradients from the training-mean clinical vector):",
         "",
         "| field | attribution | value | training mean, sd |",
         "|---|---|---|---|",
