@@ -18,7 +18,8 @@ from survfusion.nets.registry import model_names
 from survfusion.serving.bundle import Bundle, Member
 from survfusion.serving.preprocess import ClinicalEncoder, RnaVectorizer, reference_genes
 from survfusion.synth.cohort import make_patients
-from survfusion.training.explain import input_attributions, modality_shapley, qupath_geojson, tissue_outline
+from survfusion.training.explain import input_attributions, modality_shapley
+from survfusion.training.qupath import qupath_geojson, tissue_outline
 
 SMALL = {"feat_dim": 16, "rna_dim": 40, "clinical_dim": 27, "rank": 8}
 
