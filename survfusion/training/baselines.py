@@ -103,17 +103,21 @@ def fit_coxph(x: np.ndarray, time: np.ndarray, event: np.ndarray):
     return Fitted(risk, cph.params_[cols].to_numpy())
 
 
-def _path(x: np.ndarray, y, l1_ratio: float, alphas=None):
+def _path(x: np.ndarray, y, l1_ratio: float, alphas=None, penalty_factor=None):
     """One elastic-net path (coordinate descent, each penalty warm-started from the one before)."""
     from sksurv.linear_model import CoxnetSurvivalAnalysis
 
     kw = {"alphas": alphas} if alphas is not None else {
         "n_alphas": COXNET_ALPHAS, "alpha_min_ratio": COXNET_ALPHA_MIN_RATIO
     }  # fmt: skip
+    if penalty_factor is not None:
+        kw["penalty_factor"] = penalty_factor
     return CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, **kw).fit(x, y)
 
 
-def coxnet_select(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int) -> dict:
+def coxnet_select(
+    x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int, penalty_factor=None
+) -> dict:
     """The mixing and penalty of highest mean held-out C-index over INNER_FOLDS folds of the
     training patients. For each l1_ratio the path's penalties are those of the path on all
     training patients; each inner fold fits that path once (warm starts) and scores every penalty
@@ -129,10 +133,10 @@ def coxnet_select(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: i
         # expected, not news: the largest penalties of a path zero every coefficient
         warnings.filterwarnings("ignore", message="all coefficients are zero")
         for l1 in COXNET_L1_RATIOS:
-            alphas = _path(x, y, l1).alphas_
+            alphas = _path(x, y, l1, penalty_factor=penalty_factor).alphas_
             scores = np.full((len(folds), len(alphas)), 0.5)  # a fold without a comparable pair: chance
             for f, (tr, te) in enumerate(folds):
-                model = _path(x[tr], y[tr], l1, alphas)
+                model = _path(x[tr], y[tr], l1, alphas, penalty_factor)
                 for a, alpha in enumerate(alphas):
                     c = concordance_index(time[te], event[te], model.predict(x[te], alpha=alpha))
                     scores[f, a] = c if np.isfinite(c) else 0.5
@@ -150,15 +154,17 @@ def coxnet_select(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: i
     }
 
 
-def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int):
-    """The elastic net at the inner folds' choice (``coxnet_select``), fitted on all of ``x``."""
-    choice = coxnet_select(x, time, event, seed=seed)
+def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, seed: int, penalty_factor=None):
+    """The elastic net at the inner folds' choice (``coxnet_select``), fitted on all of ``x``;
+    ``penalty_factor``: scikit-survival's per-column factors (None: 1 each, what the baselines use;
+    scripts/worlds_checks.py measures block factors)."""
+    choice = coxnet_select(x, time, event, seed=seed, penalty_factor=penalty_factor)
     y = _structured(time, event)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="all coefficients are zero")
-        path = _path(x, y, choice["l1_ratio"])
+        path = _path(x, y, choice["l1_ratio"], penalty_factor=penalty_factor)
         alphas = np.append(path.alphas_[path.alphas_ > choice["alpha"]], choice["alpha"])
-        model = _path(x, y, choice["l1_ratio"], alphas)  # the path down to the chosen penalty
+        model = _path(x, y, choice["l1_ratio"], alphas, penalty_factor)  # the path down to the chosen penalty
     alpha = choice["alpha"]
     # the coefficients predict() uses at this penalty (the path may stop before its last penalty,
     # and predict() then reads them off the path): predict(x) = x . coef - offset, so the rows of

@@ -1,0 +1,131 @@
+"""Two options for issue 27 measured on the worlds' outer test sets (docs/RESULTS.md, "Worlds and auto").
+
+    python scripts/worlds_checks.py rules runs/worlds
+    python scripts/worlds_checks.py blocks runs/worlds/histology-s0 [...]
+
+``rules`` replays auto's selection from what its units stored (every candidate's inner C-index per
+fold, and each candidate's fit on the whole pool with its test predictions: auto's refit of its
+winner is that fit, byte for byte) under two rules: today's highest mean inner C, and Breiman's
+one-standard-error rule (the first candidate in the list, simplest first, whose mean is within
+one standard error of the paired inner-fold differences of the best). Only inner scores choose;
+the test patients only score.
+
+``blocks`` refits CoxNet_ClinRNAHist on each outer pool with scikit-survival's per-column penalty
+factors: ``plain`` (1 each, the kit's), ``equal-variance`` (a block's factor proportional to its
+number of columns, so that a priori each block, not each column, carries the same variance: the 16
+slide components and the clinical columns are penalised far less than 2,048 genes) and ``chosen``
+(the two compared by the pool's inner folds with the penalty and the mixing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from survfusion.nets.survival import concordance_index
+
+SIMPLEST_FIRST = (
+    "CoxNet_ClinRNA",
+    "CoxNet_ClinRNAHist",
+    "ABMIL_Surv_PG-small",
+    "ABMIL_Surv_PG-small-residual",
+)
+
+
+def _test_c(path: Path) -> float:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    t = np.array([float(r["time_months"]) for r in rows])
+    e = np.array([r["event"] in ("1", "True", "true") for r in rows])
+    months = np.array([float(r["predicted_months"]) for r in rows])
+    return float(concordance_index(t, e, -months))  # the challenge's C of predicted months
+
+
+def choose(candidates: list[dict], rule: str) -> str:
+    scores = {c["name"]: np.asarray(c["per_fold"], np.float64) for c in candidates}
+    best = max(scores, key=lambda n: scores[n].mean())
+    if rule == "best":
+        return best
+    for name in [n for n in SIMPLEST_FIRST if n in scores] + sorted(set(scores) - set(SIMPLEST_FIRST)):
+        d = scores[best] - scores[name]
+        se = d.std(ddof=1) / np.sqrt(len(d)) if name != best else 0.0
+        if scores[name].mean() >= scores[best].mean() - se:
+            return name
+    return best
+
+
+def rules(root: Path) -> None:
+    print("| world | outer sets | highest mean inner C | one-SE rule | one-SE choices |")
+    print("|---|---|---|---|---|")
+    for world in sorted(p for p in root.iterdir() if (p / "ot").is_dir()):
+        got: dict[str, list[float]] = {"best": [], "one-se": []}
+        picks = []
+        for outer in sorted((world / "ot").glob("outer*")):
+            unit = outer / "auto" / "unit.json"
+            if not unit.is_file():
+                continue
+            cands = json.loads(unit.read_text())["selection"]["candidates"]
+            for rule in got:
+                name = choose(cands, rule)
+                got[rule].append(_test_c(outer / f"candidate-{name}" / "test.csv"))
+            picks.append(choose(cands, "one-se"))
+        if got["best"]:
+            print(f"| {world.name} | {len(got['best'])} | {np.mean(got['best']):.3f} | "
+                  f"{np.mean(got['one-se']):.3f} | {', '.join(picks)} |")  # fmt: skip
+
+
+def blocks(worlds: list[Path]) -> None:
+    from survfusion.nets.calibration import RiskToTime
+    from survfusion.training.baselines import coxnet_select, design, fit_coxnet
+    from survfusion.training.config import TrainConfig, read_config_file
+    from survfusion.training.dataset import load_cohort
+    from survfusion.training.protocol import outer_folds
+
+    print("| world | plain | equal-variance | chosen by inner folds (equal-variance chosen on) |")
+    print("|---|---|---|---|")
+    for world in worlds:
+        seed = int(world.name.rsplit("-s", 1)[1])
+        base = read_config_file("configs/synthetic-2048.json")
+        cfg = TrainConfig.from_overrides({**base, "model": "CoxNet_ClinRNAHist", "seed": seed})
+        data = load_cohort(world / "cohort", world / "features")
+        fold_of = outer_folds(data, 5, cfg.seed)  # the worlds' own outer test sets (scripts/worlds.sh)
+        c: dict[str, list[float]] = {"plain": [], "equal-variance": [], "chosen": []}
+        chose_ev = 0
+        for k in range(5):
+            pool, test = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+            inputs = design(data, pool, "clinical+rna+hist", cfg=cfg)
+            sizes = [len(s) for s in inputs.split_columns()]
+            ev = np.concatenate([np.full(n, n / sizes[1]) for n in sizes])
+            t, e, x = data.time_months[pool], data.event[pool], inputs.matrix(data, pool)
+            factors = {"plain": None, "equal-variance": ev}
+            inner = {
+                n: coxnet_select(x, t, e, seed=cfg.seed, penalty_factor=f)["inner_c_index"]
+                for n, f in factors.items()
+            }
+            for name, factor in factors.items():
+                fit = fit_coxnet(x, t, e, seed=cfg.seed, penalty_factor=factor)
+                cal = RiskToTime().fit(fit(x), t, e, mode=cfg.calibration)
+                months = cal.predict(fit(inputs.matrix(data, test)))
+                c[name].append(float(concordance_index(data.time_months[test], data.event[test], -months)))
+            pick = "equal-variance" if inner["equal-variance"] > inner["plain"] else "plain"
+            chose_ev += pick == "equal-variance"
+            c["chosen"].append(c[pick][-1])
+        print(f"| {world.name} | {np.mean(c['plain']):.3f} | {np.mean(c['equal-variance']):.3f} | "
+              f"{np.mean(c['chosen']):.3f} ({chose_ev} of 5) |")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    sub.add_parser("rules").add_argument("root", type=Path)
+    sub.add_parser("blocks").add_argument("worlds", type=Path, nargs="+")
+    args = ap.parse_args()
+    rules(args.root) if args.what == "rules" else blocks(args.worlds)
+
+
+if __name__ == "__main__":
+    main()
