@@ -291,6 +291,8 @@ def explain_inputs(
     write_json(out / f"{case_id}.geojson", qupath_geojson(coords, side, att, share, rank))
     files["geojson"] = f"{case_id}.geojson"
     notes = []
+    if tile_classes is not None and len(tile_classes[1]) != len(att):
+        notes.append(f"tile classes not compared: {len(tile_classes[1])} labels for {len(att)} tiles")
     if slide_path is not None and len(att):
         try:
             from survfusion.training.figures import plot_heatmap
