@@ -16,7 +16,13 @@ from sksurv.linear_model.coxph import CoxPHOptimizer
 from sksurv.metrics import concordance_index_censored
 from sksurv.nonparametric import kaplan_meier_estimator
 
-from survfusion.nets.survival import concordance_bootstrap, concordance_index, cox_loss, kaplan_meier
+from survfusion.nets.survival import (
+    PairTable,
+    concordance_bootstrap,
+    concordance_index,
+    cox_loss,
+    kaplan_meier,
+)
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +239,58 @@ def test_cindex_on_a_hand_worked_example_with_ties():
 def test_cindex_without_any_event_is_nan_not_an_exception():
     """A small synthetic cohort can have a cohort subset without events (synth's oracle per cohort)."""
     assert np.isnan(concordance_index(np.array([1.0, 2.0]), np.array([0, 0]), np.array([0.1, 0.2])))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 6), st.booleans(), st.integers(-3, 3)), min_size=2, max_size=25
+    ),  # few distinct times and risks: ties in both
+    st.lists(st.integers(0, 24), min_size=1, max_size=40),
+)
+def test_pair_table_gives_the_c_index_of_a_resample_from_its_counts(rows, draws):
+    time = np.array([r[0] for r in rows], float)
+    event = np.array([r[1] for r in rows])
+    risk = np.array([r[2] for r in rows], float) / 2
+    idx = np.array([d % len(rows) for d in draws])
+    table = PairTable(time, event)
+    got = table.concordance(table.score(risk), np.bincount(idx, minlength=len(rows)))
+    want = concordance_index(time[idx], event[idx], risk[idx]) if len(idx) > 1 else float("nan")
+    if np.isnan(want):
+        assert np.isnan(got)
+    else:  # both are the same ratio of exact sums of halves; 1e-12 only for its float rounding
+        assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_paired_bootstrap_equals_sksurv_on_the_same_draws():
+    """outer_report.paired_bootstrap reads each resample's C-index off a PairTable; here the same
+    draws are scored by sksurv on the resampled arrays (whas500: real times, ties included)."""
+    from survfusion.training.outer_report import paired_bootstrap
+
+    x, y = load_whas500()
+    time, event = y["lenfol"].astype(float), y["fstat"].astype(bool)
+    units = []
+    for lo, hi in ((0, 40), (40, 90)):  # two test sets of different sizes
+        t, e = time[lo:hi], event[lo:hi]
+        age, bmi = x["age"].to_numpy(float)[lo:hi], x["bmi"].to_numpy(float)[lo:hi]
+        a = {"time": t, "event": e, "months": 100.0 - age, "risk": age}
+        b = {"time": t, "event": e, "months": 100.0 - bmi, "risk": bmi}
+        units.append((a, b))
+    point, low, high = paired_bootstrap(units, n_boot=100, seed=3)
+    rng, stats = np.random.default_rng(3), []
+    while len(stats) < 100:  # the function's own loop, with sksurv's C-index
+        diffs = []
+        for a, b in units:
+            idx = rng.integers(0, len(a["time"]), len(a["time"]))
+            t, e = a["time"][idx], a["event"][idx]
+            if not e.any():
+                break
+            diffs.append(
+                concordance_index(t, e, -b["months"][idx]) - concordance_index(t, e, -a["months"][idx])
+            )
+        if len(diffs) == len(units) and np.all(np.isfinite(diffs)):
+            stats.append(float(np.mean(diffs)))
+    want = np.quantile(stats, [0.025, 0.975])
+    # the same exact ratios of sums of halves in both: 1e-12 only for float rounding
+    assert (low, high) == pytest.approx(tuple(want), abs=1e-12)
+    assert low <= point <= high

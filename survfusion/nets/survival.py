@@ -121,6 +121,40 @@ class CIndexCI:
         return {"c_index": self.estimate, "ci95_low": self.low, "ci95_high": self.high, "n_boot": self.n_boot}
 
 
+TIED_TOL = 1e-8  # sksurv's: risks this close are a tie (0.5)
+MAX_PAIR_TABLE = 4000  # patients up to which ``PairTable`` holds its n x n matrices (128 MB each)
+
+
+class PairTable:
+    """Every pair of ``(time, event)`` patients, for the C-index of resamples without resampling:
+    ``comparable[i, j]`` is 1 where ``concordance_index`` compares ``i`` with ``j`` (``T_i < T_j``
+    and ``event_i``, or equal times with only ``i`` an event) and ``score(risk)[i, j]`` is 1, 0.5 or
+    0 as ``risk_i`` exceeds, ties with (``TIED_TOL``) or falls below ``risk_j``. A resample that
+    draws patient ``i`` ``w_i`` times holds ``w_i w_j`` copies of pair ``(i, j)`` (two copies of
+    one patient are never comparable), so its C-index is ``w.(comparable * score).w / w.comparable.w``:
+    the same sums, in the same exact arithmetic of halves, as ``concordance_index`` on the resampled
+    arrays (a test holds them equal)."""
+
+    def __init__(self, time: np.ndarray, event: np.ndarray) -> None:
+        t, e = np.asarray(time, np.float64), np.asarray(event, bool)
+        if len(t) > MAX_PAIR_TABLE:
+            raise ValueError(f"PairTable: {len(t)} patients, more than {MAX_PAIR_TABLE}")
+        before = t[:, None] < t[None, :]
+        same_censored = (t[:, None] == t[None, :]) & ~e[None, :]
+        self.comparable = (e[:, None] & (before | same_censored)).astype(np.float64)
+
+    def score(self, risk: np.ndarray) -> np.ndarray:
+        r = np.asarray(risk, np.float64)
+        diff = r[:, None] - r[None, :]
+        return self.comparable * np.where(np.abs(diff) <= TIED_TOL, 0.5, (diff > 0).astype(np.float64))
+
+    def concordance(self, scored: np.ndarray, counts: np.ndarray) -> float:
+        """C-index of the resample drawing each patient ``counts[i]`` times (NaN without a pair)."""
+        w = np.asarray(counts, np.float64)
+        denominator = w @ self.comparable @ w
+        return float(w @ scored @ w / denominator) if denominator > 0 else float("nan")
+
+
 def concordance_bootstrap(
     time: np.ndarray,
     event: np.ndarray,
@@ -140,6 +174,8 @@ def concordance_bootstrap(
     rng = np.random.default_rng(seed)
     stats: list[float] = []
     n, tries = len(time), 0
+    table = PairTable(time, event) if n <= MAX_PAIR_TABLE else None  # the same values, without sksurv's loop
+    scored = table.score(risk) if table is not None else None
     while len(stats) < n_boot:
         tries += 1
         if tries > 20 * n_boot:
@@ -147,9 +183,12 @@ def concordance_bootstrap(
         idx = rng.integers(0, n, n)
         if not event[idx].any():
             continue
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # sksurv's 0/0 without a comparable pair
-            value = concordance_index(time[idx], event[idx], risk[idx])
+        if table is not None and scored is not None:
+            value = table.concordance(scored, np.bincount(idx, minlength=n))
+        else:
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # sksurv's 0/0 without a comparable pair
+                value = concordance_index(time[idx], event[idx], risk[idx])
         if np.isfinite(value):
             stats.append(value)
     alpha = (1.0 - level) / 2.0

@@ -19,7 +19,7 @@ import numpy as np
 
 from survfusion.errors import UserError
 from survfusion.fileio import read_json
-from survfusion.nets.survival import concordance_index
+from survfusion.nets.survival import PairTable, concordance_index
 from survfusion.training.protocol import METHODS, TEST_FILE
 
 Units = dict[tuple[str, str], dict[int, dict]]
@@ -60,17 +60,21 @@ def paired_bootstrap(pairs: list[tuple[dict, dict]], *, n_boot: int = 2000, seed
     is drawn again."""
     rng = np.random.default_rng(seed)
     point = float(np.mean([_scores(b)["c_months"] - _scores(a)["c_months"] for a, b in pairs]))
+    # each test set's pairs once (survival.PairTable: the C-index of a resample from its counts)
+    tables = [PairTable(a["time"], a["event"]) for a, _ in pairs]
+    scored = [
+        (tab.score(-a["months"]), tab.score(-b["months"])) for tab, (a, b) in zip(tables, pairs, strict=True)
+    ]
     stats: list[float] = []
     while len(stats) < n_boot:
         diffs = []
-        for a, b in pairs:
-            idx = rng.integers(0, len(a["time"]), len(a["time"]))
-            t, e = a["time"][idx], a["event"][idx]
-            if not e.any():
+        for tab, (sa, sb), (a, _) in zip(tables, scored, pairs, strict=True):
+            n = len(a["time"])
+            idx = rng.integers(0, n, n)
+            if not a["event"][idx].any():
                 break
-            diffs.append(
-                concordance_index(t, e, -b["months"][idx]) - concordance_index(t, e, -a["months"][idx])
-            )
+            counts = np.bincount(idx, minlength=n)
+            diffs.append(tab.concordance(sb, counts) - tab.concordance(sa, counts))
         if len(diffs) == len(pairs) and np.all(np.isfinite(diffs)):
             stats.append(float(np.mean(diffs)))
     low, high = np.quantile(stats, [0.025, 0.975])
