@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 27's table (docs/RESULTS.md, "Worlds and auto"): for one world and one cohort seed, a
+# Issue 27's table (docs/RESULTS.md, "Issue 27: worlds ..."): for one world and one cohort seed, a
 # 176-patient cohort without slides, vit-tiny-width synthetic tile features (64 per patient) and the
 # nested outer-test of every default candidate and of auto, 5 outer test sets, one thread.
 #   scripts/worlds.sh WORLD SEED [OUTER_FOLD ...]   -> runs/worlds/WORLD-sSEED/ot

@@ -1,7 +1,8 @@
-"""Two options for issue 27 measured on the worlds' outer test sets (docs/RESULTS.md, "Worlds and auto").
+"""Options for issue 27 measured on the worlds' outer test sets (docs/RESULTS.md, "Issue 27: worlds ...").
 
     python scripts/worlds_checks.py rules runs/worlds
     python scripts/worlds_checks.py blocks runs/worlds/histology-s0 [...]
+    python scripts/worlds_checks.py inputs runs/worlds/null-s1 [...]
 
 ``rules`` replays auto's selection from what its units stored (every candidate's inner C-index per
 fold, and each candidate's fit on the whole pool with its test predictions: auto's refit of its
@@ -123,13 +124,46 @@ def blocks(worlds: list[Path]) -> None:
               f"{np.mean(c['chosen']):.3f} ({chose_ev} of 5) |")  # fmt: skip
 
 
+def inputs(worlds: list[Path]) -> None:
+    """Each input's own C-index against the outcome on the whole cohort: in the null world every
+    one is a chance draw (at n = 176 and about 62 events, |C - 0.5| of a null input is about 0.03)."""
+    from survfusion.serving.preprocess import ClinicalEncoder
+    from survfusion.training.dataset import load_cohort
+
+    print(
+        "| world | largest clinical abs(C - 0.5) | genes: mean, max abs(C - 0.5) | C, total log expression |"
+    )
+    print("|---|---|---|---|")
+    for world in worlds:
+        d = load_cohort(world / "cohort", world / "features")
+        t, e = d.time_months, d.event
+        enc = ClinicalEncoder.fit(d.clinical)
+        x = np.stack([enc.transform(c).values for c in d.clinical])
+        clin = max(
+            abs(concordance_index(t, e, x[:, j]) - 0.5) for j in range(x.shape[1]) if x[:, j].std() > 0
+        )
+        docs = [d.rna_doc(i) for i in range(len(t))]
+        r = np.log1p(np.array([[float(doc[g]) for g in docs[0]] for doc in docs]))
+        genes = np.abs(
+            np.array([concordance_index(t, e, r[:, j]) for j in range(r.shape[1]) if r[:, j].std() > 0]) - 0.5
+        )
+        total = concordance_index(t, e, r.sum(axis=1))
+        print(
+            f"| {world.name} | {clin:.3f} | {np.nanmean(genes):.3f}, {np.nanmax(genes):.3f} | {total:.3f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
     sub.add_parser("rules").add_argument("root", type=Path)
     sub.add_parser("blocks").add_argument("worlds", type=Path, nargs="+")
+    sub.add_parser("inputs").add_argument("worlds", type=Path, nargs="+")
     args = ap.parse_args()
-    rules(args.root) if args.what == "rules" else blocks(args.worlds)
+    if args.what == "rules":
+        rules(args.root)
+    else:
+        (blocks if args.what == "blocks" else inputs)(args.worlds)
 
 
 if __name__ == "__main__":
