@@ -22,7 +22,6 @@ genes) and ``chosen``
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from survfusion.nets.survival import concordance_index
+from survfusion.training.outer_report import _read_unit, _scores
 
 SIMPLEST_FIRST = (
     "CoxNet_ClinRNA",
@@ -39,13 +39,9 @@ SIMPLEST_FIRST = (
 )
 
 
-def _test_c(path: Path) -> float:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    t = np.array([float(r["time_months"]) for r in rows])
-    e = np.array([r["event"] in ("1", "True", "true") for r in rows])
-    months = np.array([float(r["predicted_months"]) for r in rows])
-    return float(concordance_index(t, e, -months))  # the challenge's C of predicted months
+def _test_c(unit: Path) -> float:
+    """A unit's test C-index of predicted months, as the reports compute it."""
+    return float(_scores(_read_unit(unit))["c_months"])
 
 
 def choose(candidates: list[dict], rule: str) -> str:
@@ -74,7 +70,7 @@ def rules(root: Path) -> None:
             cands = json.loads(unit.read_text())["selection"]["candidates"]
             for rule in got:
                 name = choose(cands, rule)
-                got[rule].append(_test_c(outer / f"candidate-{name}" / "test.csv"))
+                got[rule].append(_test_c(outer / f"candidate-{name}"))
             picks.append(choose(cands, "one-se"))
         if got["best"]:
             print(f"| {world.name} | {len(got['best'])} | {np.mean(got['best']):.3f} | "

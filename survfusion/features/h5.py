@@ -84,16 +84,11 @@ def write_features(
             dset = f.create_dataset("coords", data=coords)
             if tile_class is not None:
                 names, labels = tile_class
-                labels = np.asarray(labels, np.int16)
-                if (
-                    labels.shape != (len(features),)
-                    or labels.min(initial=0) < 0
-                    or labels.max(initial=0) >= len(names)
-                ):
-                    raise ValueError(
-                        f"tile_class: {labels.shape} labels for {len(features)} tiles and {len(names)} names"
-                    )
-                f.create_dataset(TILE_CLASS, data=labels)
+                labels = np.asarray(labels, np.int64)  # checked before the narrowing cast
+                fault = _label_fault(labels, len(features), len(names))
+                if fault:
+                    raise ValueError(f"tile_class: {fault}")
+                f.create_dataset(TILE_CLASS, data=labels.astype(np.int16))
                 f.attrs[TILE_CLASSES] = ",".join(names)
             for key, value in attrs.items():
                 if value is not None:  # HDF5 has no None: an unset option is an absent attribute
@@ -149,9 +144,20 @@ def read_tile_classes(path: str | os.PathLike) -> tuple[list[str], np.ndarray] |
                 f"names in '{TILE_CLASSES}', got {d.shape} {d.dtype} and {len(names)} names"
             )
         labels = np.asarray(d[()], np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
-        raise UserError(f"feature file {path}: {TILE_CLASS} holds labels outside 0..{len(names) - 1}")
+    fault = _label_fault(labels, n, len(names))
+    if fault:
+        raise UserError(f"feature file {path}: {TILE_CLASS}: {fault}")
     return names, labels
+
+
+def _label_fault(labels: np.ndarray, tiles: int, n_names: int) -> str | None:
+    """What is wrong with per-tile class labels (None: nothing): the one rule the writer and the
+    reader both hold."""
+    if labels.shape != (tiles,):
+        return f"{labels.shape} labels for {tiles} tiles"
+    if labels.size and (labels.min() < 0 or labels.max() >= n_names):
+        return f"labels outside 0..{n_names - 1}"
+    return None
 
 
 def cache_matches(path: str | os.PathLike, request: FeatureRequest) -> bool:
