@@ -18,3 +18,5 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 only=(); [ $# -gt 0 ] && only=(--only "$@")
 $py -m survfusion outer-test --cohort "$dir/cohort" --features "$dir/features" --out "$dir/ot" \
   --config configs/synthetic-2048.json --models CoxNet_ClinRNA --methods auto --seed "$seed" "${only[@]}"
+# the per-patient test predictions (a few KB per unit) into docs/worlds/runs/, which the repository keeps
+$py scripts/worlds_sets.py keep "$dir"

@@ -1,0 +1,275 @@
+"""Issue 27's worlds table over every cohort seed ever run, at the level of test sets.
+
+    python scripts/worlds_sets.py keep runs/worlds/WORLD-sSEED      # archive one finished run
+    python scripts/worlds_sets.py table [--out docs/RESULTS-worlds-sets.md]
+
+A world-seed's full run (scripts/worlds.sh) takes about 40 minutes here, and ``runs/`` is lost with
+the machine. So:
+
+- ``keep`` copies a run's per-patient test predictions (every unit's ``test.csv`` and ``unit.json``,
+  a few KB each) into ``docs/worlds/runs/WORLD-sSEED/ot/``, which the repository carries;
+  ``python scripts/worlds_table.py docs/worlds/runs`` gives their full per-patient report.
+- ``docs/worlds/transcribed.csv`` holds the per-test-set C-indices of the runs whose per-patient files
+  were lost (the report of 2026-12-08, docs/RESULTS-worlds.md, three decimals); ``transcribe``
+  re-derives it from that report, so anyone can check it.
+- ``table`` pools both sources per world: the mean test C-index (predicted months) of every method
+  and of the noise-free oracle on the same test sets (the oracle recomputed from the generator, which
+  is deterministic: ``make_patients`` and the protocol's own outer deal; checked against every
+  archived run's ``oracle_risk``), and the paired differences the issue's targets name, with a 95%
+  bootstrap interval that resamples **test sets** (paired). The sets of one cohort seed share
+  training patients, so this interval is, if anything, too narrow; the per-patient intervals of
+  docs/RESULTS-worlds*.md are the other half of the uncertainty.
+- ``blend`` scores, on the archived runs only (it needs each patient's risks), one rule fixed before
+  any of those runs was read (commit of 2026-12-08 02:45 UTC): on each outer test set, each of the
+  four default candidates' risks is z-scored over that set's patients (no label is read), and the
+  blend is their plain mean. It approximates a bundle that averages the four pool-fitted models on
+  the scale of their training risks (survfusion.serving.bundle); it is a question for the next
+  round, not a method of the kit. Printed against every candidate and auto, paired, with the
+  per-patient bootstrap of outer_report.paired_bootstrap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from survfusion.nets.survival import concordance_index
+from survfusion.synth.cohort import make_patients
+from survfusion.training.dataset import stratified_folds
+from survfusion.training.outer_report import _read_unit, _scores, paired_bootstrap
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "docs" / "worlds" / "runs"
+TRANSCRIBED = ROOT / "docs" / "worlds" / "transcribed.csv"
+PATIENTS, OUTER = 176, 5  # scripts/worlds.sh
+ORDER = ("default", "histology", "needle", "clinical", "null")
+CANDIDATES = ("CoxNet_ClinRNA", "CoxNet_ClinRNAHist", "ABMIL_Surv_PG-small", "ABMIL_Surv_PG-small-residual")
+DEEP = ("ABMIL_Surv_PG-small", "ABMIL_Surv_PG-small-residual")
+FIELDS = ("world", "seed", "outer_set", "method", "c_months", "source")
+
+
+def keep(run: Path) -> Path:
+    """Copy a run's small per-patient outputs into the repository's archive."""
+    m = re.fullmatch(r"(.+)-s(\d+)", run.name)
+    if not m:
+        raise SystemExit(f"keep: {run} is not a WORLD-sSEED run folder")
+    dest = RUNS / run.name / "ot"
+    units = sorted((run / "ot").glob("outer*/*/test.csv"))
+    if not units:
+        raise SystemExit(f"keep: {run}/ot holds no finished unit")
+    for test in units:
+        to = dest / test.parent.relative_to(run / "ot")
+        to.mkdir(parents=True, exist_ok=True)
+        for name in ("test.csv", "unit.json"):
+            shutil.copy2(test.parent / name, to / name)
+    print(f"keep: {len(units)} units of {run.name} -> {dest.relative_to(ROOT)}")
+    return dest
+
+
+def _label(model: str, method: str) -> str:
+    return "auto" if method == "auto" else model if method == "candidate" else f"{model} ({method})"
+
+
+def transcribe(report: Path) -> list[dict]:
+    """Per-set C-indices of a docs/RESULTS-worlds.md report: its '### world (world-sA, world-sB)'
+    headings name the seeds in order (set k*100 + o is outer set o of the k-th), and its lines
+    '- NAME (METHOD): 0: 0.547; 1: ...' hold the sets."""
+    rows, seeds, world = [], [], ""
+    for line in report.read_text().splitlines():
+        if h := re.fullmatch(r"### (\S+) \((.+)\)", line):
+            world = h.group(1)
+            seeds = [int(s.rsplit("-s", 1)[1]) for s in h.group(2).split(", ")]
+        elif world and (m := re.fullmatch(r"- (\S+)(?: \((\w+)\))?: (\d+: .*)", line)):
+            name, method = m.group(1), m.group(2) or ("auto" if m.group(1) == "auto" else "baseline")
+            if method == "baseline":
+                continue  # the baseline row repeats the candidate of the same name
+            for item in m.group(3).split("; "):
+                k, c = item.split(": ")
+                rows.append(
+                    {
+                        "world": world,
+                        "seed": seeds[int(k) // 100],
+                        "outer_set": int(k) % 100,
+                        "method": _label(name, method),
+                        "c_months": float(c),
+                        "source": report.name,
+                    }
+                )
+    return rows
+
+
+def oracle_sets(world: str, seed: int) -> dict[int, tuple[set[str], float]]:
+    """Each outer test set's patients and the C-index of their noise-free log-hazard, recomputed."""
+    pts = make_patients(PATIENTS, seed, world)
+    strata = np.array([f"{p.cohort}|{int(p.event)}" for p in pts])
+    fold = stratified_folds(strata, k=OUTER, seed=10_000 + seed)  # protocol.outer_folds
+    t = np.array([p.time_months for p in pts])
+    e = np.array([p.event for p in pts])
+    eta = np.array([sum(p.terms.values(), 0.0) for p in pts])
+    return {
+        o: ({pts[i].case_id for i in np.flatnonzero(fold == o)}, concordance_index(t[m], e[m], eta[m]))
+        for o in range(OUTER)
+        if (m := fold == o).any()
+    }
+
+
+def archived_rows() -> list[dict]:
+    rows = []
+    for ot in sorted(RUNS.glob("*-s*/ot")):
+        world, seed = ot.parent.name.rsplit("-s", 1)
+        oracle = oracle_sets(world, int(seed))
+        for test in sorted(ot.glob("outer*/*/test.csv")):
+            u = _read_unit(test.parent)
+            o = int(test.parent.parent.name.removeprefix("outer"))
+            ids, c_oracle = oracle[o]
+            if set(u["case_id"]) != ids or u["oracle"] is None:
+                raise SystemExit(f"{test}: its patients are not the recomputed outer set {o}")
+            if abs(concordance_index(u["time"], u["event"], u["oracle"]) - c_oracle) > 1e-6:
+                raise SystemExit(f"{test}: its oracle C differs from the recomputed one")
+            if u["method"] == "baseline":
+                continue
+            rows.append(
+                {
+                    "world": world,
+                    "seed": int(seed),
+                    "outer_set": o,
+                    "method": _label(u["model"], u["method"]),
+                    "c_months": _scores(u)["c_months"],
+                    "source": "docs/worlds/runs",
+                }
+            )
+    return rows
+
+
+def _boot(diffs: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), (n_boot, len(diffs)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(diffs.mean()), float(low), float(high)
+
+
+def _fmt(d: tuple[float, float, float] | None) -> str:
+    return "–" if d is None else f"{d[0]:+.3f} ({d[1]:+.3f} to {d[2]:+.3f})"
+
+
+def table(rows: list[dict]) -> str:
+    by: dict[str, dict[tuple[int, int], dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        by[r["world"]][(int(r["seed"]), int(r["outer_set"]))][r["method"]] = float(r["c_months"])
+    methods = ("auto", *CANDIDATES)
+    out = [
+        "| world | seeds | test sets | "
+        + " | ".join(methods)
+        + " | noise-free oracle | auto - best candidate "
+        "(optimistic) | auto - best baseline | auto - oracle | PG-small - CoxNet_ClinRNA | "
+        "best deep - CoxNet_ClinRNAHist | every method within 0.50 ± 0.04 |",
+        "|" + "---|" * (len(methods) + 10),
+    ]
+    for world in sorted(by, key=lambda w: (ORDER.index(w) if w in ORDER else len(ORDER), w)):
+        sets = sorted(k for k, v in by[world].items() if all(m in v for m in methods))
+        oracle = {s: oracle_sets(world, s) for s in {k[0] for k in sets}}
+        c = {m: np.array([by[world][k][m] for k in sets]) for m in methods}
+        c["oracle"] = np.array([oracle[s][o][1] for s, o in sets])
+
+        def diff(a: str, b: str, c: dict[str, np.ndarray] = c) -> tuple[float, float, float]:
+            return _boot(c[a] - c[b])
+
+        best = max(CANDIDATES, key=lambda m: c[m].mean())
+        base = max(("CoxNet_ClinRNA", "CoxNet_ClinRNAHist"), key=lambda m: c[m].mean())
+        deep = max(DEEP, key=lambda m: c[m].mean())
+        band = all(abs(c[m].mean() - 0.5) <= 0.04 for m in methods)
+        out.append(
+            f"| {world} | {len({s for s, _ in sets})} | {len(sets)} | "
+            + " | ".join(f"{c[m].mean():.3f}" for m in methods)
+            + f" | {c['oracle'].mean():.3f} | {best}: {_fmt(diff('auto', best))} | {base}: "
+            f"{_fmt(diff('auto', base))} | {_fmt(diff('auto', 'oracle'))} | "
+            f"{_fmt(diff('ABMIL_Surv_PG-small', 'CoxNet_ClinRNA'))} | {deep}: "
+            f"{_fmt(diff(deep, 'CoxNet_ClinRNAHist'))} | "
+            + (("yes" if band else "no") if world == "null" else "–")
+            + " |"
+        )
+    return "\n".join(out)
+
+
+def blend() -> str:
+    """The pre-registered blend (module docstring) against every candidate and auto."""
+    pairs: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    worlds: dict[str, set[str]] = defaultdict(set)
+    for ot in sorted(RUNS.glob("*-s*/ot")):
+        world = ot.parent.name.rsplit("-s", 1)[0]
+        for outer in sorted(ot.glob("outer*")):
+            read = [_read_unit(t.parent) for t in outer.glob("*/test.csv")]
+            units = {_label(u["model"], u["method"]): u for u in read}
+            if not all(m in units for m in ("auto", *CANDIDATES)):
+                continue
+            worlds[world].add(ot.parent.name)
+            ref = units["auto"]
+            z = []
+            for m in CANDIDATES:
+                u = units[m]
+                if u["case_id"] != ref["case_id"]:
+                    raise SystemExit(f"{outer}: {m} and auto list different patients")
+                sd = u["risk"].std()
+                z.append((u["risk"] - u["risk"].mean()) / sd if sd > 0 else np.zeros_like(u["risk"]))
+            mix = np.mean(z, axis=0)
+            b = {**ref, "risk": mix, "months": -mix}  # only the order matters to a C-index
+            for m in ("auto", *CANDIDATES):
+                pairs[f"{world}|{m}"].append((units[m], b))
+    out = [
+        "| world | runs | test sets | blend | against | its C | C(blend) - C(it), 95% CI (patients) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for world in sorted(worlds, key=lambda w: (ORDER.index(w) if w in ORDER else len(ORDER), w)):
+        for m in ("auto", *CANDIDATES):
+            ps = pairs[f"{world}|{m}"]
+            c_b = np.mean([_scores(b)["c_months"] for _, b in ps])
+            c_m = np.mean([_scores(a)["c_months"] for a, _ in ps])
+            point, low, high = paired_bootstrap(ps)
+            out.append(
+                f"| {world} | {', '.join(sorted(worlds[world]))} | {len(ps)} | {c_b:.3f} | {m} | {c_m:.3f} | "
+                f"{point:+.3f} ({low:+.3f} to {high:+.3f}) |"
+            )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("keep").add_argument("run", type=Path)
+    sub.add_parser("transcribe").add_argument("report", type=Path)
+    t = sub.add_parser("table")
+    t.add_argument("--out", type=Path)
+    sub.add_parser("blend")
+    args = ap.parse_args()
+    if args.cmd == "keep":
+        keep(args.run)
+    elif args.cmd == "transcribe":
+        rows = transcribe(args.report)
+        TRANSCRIBED.parent.mkdir(parents=True, exist_ok=True)
+        with open(TRANSCRIBED, "w", newline="") as f:
+            w = csv.DictWriter(f, FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        print(f"transcribe: {len(rows)} test-set scores -> {TRANSCRIBED.relative_to(ROOT)}")
+    elif args.cmd == "blend":
+        print(blend())
+    else:
+        with open(TRANSCRIBED, newline="") as f:
+            old = list(csv.DictReader(f))
+        new = archived_rows()
+        have = {(r["world"], int(r["seed"])) for r in new}
+        rows = new + [r for r in old if (r["world"], int(r["seed"])) not in have]
+        text = table(rows)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
