@@ -20,12 +20,13 @@ the machine. So:
   training patients, so this interval is, if anything, too narrow; the per-patient intervals of
   docs/RESULTS-worlds*.md are the other half of the uncertainty.
 - ``blend`` scores, on the archived runs only (it needs each patient's risks), one rule fixed before
-  any of those runs was read (commit of 2026-12-08 02:45 UTC): on each outer test set, each of the
-  four default candidates' risks is z-scored over that set's patients (no label is read), and the
-  blend is their plain mean. It approximates a bundle that averages the four pool-fitted models on
-  the scale of their training risks (survfusion.serving.bundle); it is a question for the next
-  round, not a method of the kit. Printed against every candidate and auto, paired, with the
-  per-patient bootstrap of outer_report.paired_bootstrap.
+  any of those runs was read (it landed in commit 146b469, 2026-12-08 02:37 UTC, before any archived
+  run existed): on each outer test set, each of the four default candidates' risks is z-scored over
+  that set's patients (no label is read), and the blend is their plain mean. It approximates a
+  bundle that averages the four pool-fitted models on the scale of their training risks
+  (survfusion.serving.bundle); it is a question for the next round, not a method of the kit.
+  Printed against every candidate and auto, paired, with the per-patient bootstrap of
+  outer_report.paired_bootstrap.
 """
 
 from __future__ import annotations
