@@ -29,7 +29,7 @@ def add_explain_parser(sub) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from survfusion.features.h5 import read_tile_classes
+    from survfusion.features.h5 import feature_path, read_tile_classes
     from survfusion.serving.bundle_io import load_bundle, resolve_bundle_dir
     from survfusion.training.cohort import cohort_jobs
     from survfusion.training.dataset import load_cohort
@@ -50,7 +50,7 @@ def run_explain(args: argparse.Namespace) -> int:
     except UserError:
         slides = {}  # a cohort without slides: no heatmap, the rest as usual
     for cid in wanted:
-        labels = read_tile_classes(Path(args.features) / f"{cid}.h5")  # None unless the file labels its tiles
+        labels = read_tile_classes(feature_path(args.features, cid))  # None unless the file labels its tiles
         r = explain_case(bundle, data, data.case_ids.index(cid), Path(args.out), slides.get(cid), labels)
         s = r["shapley"]
         print(

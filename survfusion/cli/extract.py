@@ -117,7 +117,7 @@ def _jobs(args: argparse.Namespace):
 
 def run_extract(args: argparse.Namespace) -> int:
     from survfusion.features.extract import extract_slide, feature_request
-    from survfusion.features.h5 import cache_matches
+    from survfusion.features.h5 import cache_matches, feature_path
     from survfusion.features.request import ExtractConfig
     from survfusion.features.tile_encoder import TileEncoder
 
@@ -152,7 +152,7 @@ def run_extract(args: argparse.Namespace) -> int:
         print(f"extract: {encoder.precision_note}", flush=True)
     written, skipped, failed, tiles, t0 = 0, 0, [], 0, time.perf_counter()
     for job in progress(jobs, unit="slide", desc="slides", disable=len(jobs) < 2):
-        out = out_dir / f"{job.case_id}.h5"
+        out = feature_path(out_dir, job.case_id)
         try:
             if cache_matches(out, request):
                 skipped += 1

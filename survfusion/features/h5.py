@@ -61,6 +61,12 @@ TILE_CLASSES = "tile_classes"  # its names, comma-separated, as a file attribute
 MAX_TILE_CLASSES = 256
 
 
+def feature_path(folder: str | os.PathLike, case_id: str) -> Path:
+    """Where a features folder keeps one case's file: ``<folder>/<case_id>.h5`` (every writer and
+    reader of a folder goes through here)."""
+    return Path(folder) / f"{case_id}.h5"
+
+
 def write_features(
     path: str | os.PathLike,
     features: np.ndarray,

@@ -32,7 +32,7 @@ import numpy as np
 
 import survfusion
 from survfusion.errors import UserError
-from survfusion.features.h5 import write_features
+from survfusion.features.h5 import feature_path, write_features
 from survfusion.features.request import DEFAULT_MIN_TISSUE, PRECISIONS, REQUEST_ATTR, FeatureRequest
 from survfusion.fileio import canonical_json, sha256_file
 from survfusion.limits import MAX_IMPORT_BYTES, MAX_IMPORT_TILES, MAX_IMPORT_WIDTH
@@ -224,7 +224,7 @@ def import_features(
                 if rows
                 else np.zeros((0, 2), np.int64)
             )
-            write_features(staging / f"{pair.case_id}.h5", x, xy, attrs)  # the request is added below
+            write_features(feature_path(staging, pair.case_id), x, xy, attrs)  # the request is added below
             del x, coords
             if progress:
                 progress(pair.case_id)
@@ -266,11 +266,11 @@ def import_features(
         import h5py
 
         for pair in pairs:
-            with h5py.File(staging / f"{pair.case_id}.h5", "r+") as f:
+            with h5py.File(feature_path(staging, pair.case_id), "r+") as f:
                 f.attrs[REQUEST_ATTR] = canonical_json(request.to_dict()).decode()
                 f.attrs["weights_sha256"] = request.weights_sha256
         for pair in pairs:
-            os.replace(staging / f"{pair.case_id}.h5", out / f"{pair.case_id}.h5")
+            os.replace(feature_path(staging, pair.case_id), feature_path(out, pair.case_id))
         return request
     finally:
         shutil.rmtree(staging, ignore_errors=True)

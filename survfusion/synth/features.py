@@ -27,7 +27,7 @@ import numpy as np
 import survfusion
 from survfusion.errors import UserError
 from survfusion.features.encoders import encoder_spec
-from survfusion.features.h5 import write_features
+from survfusion.features.h5 import feature_path, write_features
 from survfusion.features.request import REQUEST_ATTR, ExtractConfig, FeatureRequest
 from survfusion.fileio import canonical_json, sha256_file
 from survfusion.synth.cohort import CLASSES
@@ -82,7 +82,7 @@ def write_synthetic_features(
             "synthetic": HOW,
             "survfusion_version": survfusion.__version__,
         }
-        write_features(Path(out) / f"{case_id}.h5", x, coords, attrs, tile_class=(list(CLASSES), classes))
+        write_features(feature_path(out, case_id), x, coords, attrs, tile_class=(list(CLASSES), classes))
     return spec.embed_dim
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from survfusion.errors import UserError
-from survfusion.features.h5 import read_features
+from survfusion.features.h5 import feature_path, read_features
 from survfusion.features.request import FeatureRequest
 from survfusion.fileio import read_json
 from survfusion.serving.preprocess import RnaVectorizer
@@ -102,7 +102,7 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike, *, qc: s
     cohort, features = Path(cohort), Path(features)
     layout = open_cohort(cohort)
     rows = read_outcomes(cohort, qc=qc)
-    missing = [r["case_id"] for r in rows if not (features / f"{r['case_id']}.h5").is_file()]
+    missing = [r["case_id"] for r in rows if not feature_path(features, r["case_id"]).is_file()]
     if missing:
         raise UserError(
             f"features {features}: no feature file for {len(missing)} case(s), e.g. "
@@ -110,7 +110,7 @@ def load_cohort(cohort: str | os.PathLike, features: str | os.PathLike, *, qc: s
         )
     bags, coords, tile_lv0, requests = [], [], [], {}
     for r in rows:
-        f = read_features(features / f"{r['case_id']}.h5")
+        f = read_features(feature_path(features, r["case_id"]))
         requests[r["case_id"]] = FeatureRequest.from_attrs(f.attrs)
         bags.append(torch.from_numpy(f.features))
         coords.append(f.coords)
