@@ -75,6 +75,12 @@ class LinearCox(SurvivalModel):
     def fuse(self, emb: Embeddings) -> torch.Tensor:
         return self.clinical_score(emb.clinical).squeeze(-1) + emb.rna[:, 0] + emb.hist[:, 0]
 
+    def rna_reference(self) -> torch.Tensor:
+        """``(G,)``: the training mean of each RNA input the model weighs (0 where it weighs none),
+        the input-space reference an attribution starts from (``training.explain``)."""
+        assert isinstance(self.rna_encoder, _RnaScore)
+        return self.rna_encoder.center.detach()
+
     @torch.no_grad()
     def from_standardised(
         self,

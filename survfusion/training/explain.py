@@ -180,11 +180,10 @@ def _clinical_baseline(member, clin: torch.Tensor) -> torch.Tensor:
 def _rna_baseline(member, genes: torch.Tensor) -> torch.Tensor:
     """A linear bundle's gene means (``LinearCox``'s centre); else zeros, which is the pool's
     centre for a PCA projection and zero expression otherwise (module docstring)."""
-    from survfusion.nets.linear import _RnaScore
+    from survfusion.nets.linear import LinearCox
 
-    enc = getattr(member.model, "rna_encoder", None)
-    if isinstance(enc, _RnaScore) and member.rna.projection is None:
-        return enc.center.detach().to(genes.dtype)[None]
+    if isinstance(member.model, LinearCox) and member.rna.projection is None:
+        return member.model.rna_reference().to(genes.dtype)[None]
     return torch.zeros_like(genes)
 
 
