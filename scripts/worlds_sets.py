@@ -41,8 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from survfusion.nets.survival import concordance_index
-from survfusion.synth.cohort import make_patients
-from survfusion.training.dataset import stratified_folds
+from survfusion.synth.cohort import outer_oracle
 from survfusion.training.outer_report import _read_unit, _scores, paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,17 +106,8 @@ def transcribe(report: Path) -> list[dict]:
 
 def oracle_sets(world: str, seed: int) -> dict[int, tuple[set[str], float]]:
     """Each outer test set's patients and the C-index of their noise-free log-hazard, recomputed."""
-    pts = make_patients(PATIENTS, seed, world)
-    strata = np.array([f"{p.cohort}|{int(p.event)}" for p in pts])
-    fold = stratified_folds(strata, k=OUTER, seed=10_000 + seed)  # protocol.outer_folds
-    t = np.array([p.time_months for p in pts])
-    e = np.array([p.event for p in pts])
-    eta = np.array([sum(p.terms.values(), 0.0) for p in pts])
-    return {
-        o: ({pts[i].case_id for i in np.flatnonzero(fold == o)}, concordance_index(t[m], e[m], eta[m]))
-        for o in range(OUTER)
-        if (m := fold == o).any()
-    }
+    sets = outer_oracle(PATIENTS, seed, world, outer=OUTER, protocol_seed=seed)  # as worlds.sh runs
+    return dict(enumerate(sets))
 
 
 def archived_rows() -> list[dict]:

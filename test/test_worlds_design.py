@@ -18,10 +18,11 @@ from sklearn.decomposition import PCA
 from sksurv.metrics import concordance_index_censored
 
 from survfusion.cli.main import main
-from survfusion.synth.cohort import CLASSES, make_patients, write_cohort
+from survfusion.synth.cohort import CLASSES, make_patients, outer_oracle, write_cohort
 from survfusion.synth.worlds import NEEDLE_FRACTION, WORLDS
 from survfusion.training.dataset import load_cohort
 from survfusion.training.design import PCA_RTOL, InputDesign, gene_scores, pca_projection, top_columns
+from survfusion.training.protocol import outer_folds
 from survfusion.training.train import TrainConfig
 
 
@@ -80,6 +81,24 @@ def test_the_needle_world_plants_a_rare_class_in_some_patients():
     assert all(p.mix[4] == 0 for p in others)
     # the needle's own random stream: the other draws of the seed are the default world's
     assert all(p.program == q.program and p.clinical == q.clinical for p, q in zip(pts, others, strict=True))
+
+
+def test_the_generator_alone_gives_each_outer_test_set_and_its_noise_free_oracle(needle):
+    # scripts/worlds_sets.py scores the oracle on test sets whose per-patient files were lost
+    cohort, feats = needle
+    data = load_cohort(cohort, feats)
+    fold = outer_folds(data, 5, 3)
+    oracle = {r["case_id"]: float(r["noise_free_log_hazard"]) for r in _rows(cohort / "oracle.csv")}
+    sets = outer_oracle(40, 2, "needle", outer=5, protocol_seed=3)
+    assert len(sets) == 5
+    for o, (ids, c) in enumerate(sets):
+        m = fold == o
+        assert ids == {data.case_ids[i] for i in np.flatnonzero(m)}
+        eta = np.array([oracle[data.case_ids[i]] for i in np.flatnonzero(m)])
+        want = concordance_index_censored(data.event[m], data.time_months[m], eta)[0]
+        # the same order of the same patients gives the same C exactly (oracle.csv rounds eta to 6
+        # decimals, which could only matter if two log-hazards agreed to 6 decimals)
+        assert c == pytest.approx(want, abs=1e-12)
 
 
 def test_the_design_gives_training_what_the_container_gives_each_file(needle):

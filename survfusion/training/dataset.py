@@ -191,6 +191,11 @@ def stratified_folds(strata: np.ndarray, *, k: int, seed: int) -> np.ndarray:
     return fold
 
 
+def strata(cohort, event) -> np.ndarray:
+    """Cohort (3A/3B) x event of each patient: the splits keep both proportions."""
+    return np.array([f"{c}|{int(e)}" for c, e in zip(cohort, event, strict=True)])
+
+
 def strata_of(data: CohortData) -> np.ndarray:
-    """Cohort (3A/3B) x event: the split keeps both proportions."""
-    return np.array([f"{c}|{int(e)}" for c, e in zip(data.cohort, data.event, strict=True)])
+    """``strata`` of a cohort's patients."""
+    return strata(data.cohort, data.event)

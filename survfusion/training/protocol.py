@@ -66,12 +66,18 @@ MIN_OUTER = 5
 TEST_FILE = "test.csv"
 
 
-def outer_folds(data: CohortData, outer: int, seed: int) -> np.ndarray:
-    """The outer fold (0..outer-1) of each patient: about ``1/outer`` of each stratum per fold."""
+def outer_deal(strata: np.ndarray, outer: int, seed: int) -> np.ndarray:
+    """The outer fold (0..outer-1) of each patient of ``strata`` (``dataset.strata``, in the
+    cohort's case order): about ``1/outer`` of each stratum per fold."""
     if outer < MIN_OUTER:
         raise UserError(f"outer-test: at least {MIN_OUTER} outer test sets, got {outer}")
     # A seed of its own, so the outer deal never coincides with a fold deal of the training seed.
-    return stratified_folds(strata_of(data), k=outer, seed=10_000 + seed)
+    return stratified_folds(strata, k=outer, seed=10_000 + seed)
+
+
+def outer_folds(data: CohortData, outer: int, seed: int) -> np.ndarray:
+    """``outer_deal`` of a cohort's patients."""
+    return outer_deal(strata_of(data), outer, seed)
 
 
 def methods_of(model: str) -> tuple[str, ...]:
