@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from survfusion.nets.survival import concordance_index
-from survfusion.synth.cohort import outer_oracle
+from survfusion.synth.oracle import outer_oracle
 from survfusion.training.outer_report import _read_unit, _scores, paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]

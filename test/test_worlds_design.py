@@ -18,7 +18,8 @@ from sklearn.decomposition import PCA
 from sksurv.metrics import concordance_index_censored
 
 from survfusion.cli.main import main
-from survfusion.synth.cohort import CLASSES, make_patients, outer_oracle, write_cohort
+from survfusion.synth.cohort import CLASSES, make_patients, write_cohort
+from survfusion.synth.oracle import outer_oracle
 from survfusion.synth.worlds import NEEDLE_FRACTION, WORLDS
 from survfusion.training.dataset import load_cohort
 from survfusion.training.design import PCA_RTOL, InputDesign, gene_scores, pca_projection, top_columns

@@ -372,27 +372,6 @@ def _write_oracle_csv(path: Path, pts: list[Patient]) -> None:
         )
 
 
-def outer_oracle(
-    patients: int, seed: int, world: str, *, outer: int, protocol_seed: int
-) -> list[tuple[set[str], float]]:
-    """For ``outer-test --outer OUTER --seed PROTOCOL_SEED`` on the cohort ``synth --patients
-    PATIENTS --seed SEED --world WORLD`` writes: each outer test set's case ids and the C-index of
-    their noise-free log-hazard, from the generator alone (no cohort on disk is read)."""
-    from survfusion.nets.survival import concordance_index
-    from survfusion.training.dataset import strata
-    from survfusion.training.protocol import outer_deal
-
-    pts = make_patients(patients, seed, world)  # outcomes.csv lists them in this order
-    t = np.array([p.time_months for p in pts])
-    e = np.array([p.event for p in pts])
-    eta = np.array([sum(p.terms.values(), 0.0) for p in pts])
-    fold = outer_deal(strata([p.cohort for p in pts], e), outer, protocol_seed)
-    return [
-        ({pts[i].case_id for i in np.flatnonzero(m)}, concordance_index(t[m], e[m], eta[m]))
-        for m in (fold == o for o in range(outer))
-    ]
-
-
 def write_oracle(out: Path, pts: list[Patient], seed: int, world: str = "default") -> dict:
     from survfusion.nets.survival import concordance_index  # scikit-survival: for the oracle only
 
