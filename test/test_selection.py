@@ -223,3 +223,77 @@ def test_auto_in_outer_test_and_as_a_packaged_model(cohort, tmp_path, capsys):
 def test_the_small_cohort_config_file_is_the_recipe_auto_uses():
     assert json.loads((ROOT / "configs" / "small-cohort.json").read_text()) == sel.SMALL_COHORT
     TrainConfig.from_overrides(sel.SMALL_COHORT)  # every key is a setting
+
+
+@pytest.mark.filterwarnings("ignore:all coefficients are zero")
+def test_a_blend_is_the_mean_of_its_candidates_standardised_risks_fitted_on_the_pool_alone(
+    cohort, tmp_path, monkeypatch
+):
+    from survfusion.training import blend
+
+    data = load_cohort(cohort / "cohort", cohort / "features")
+    cands = sel.read_candidates(cohort / "two.json")
+    pool, test = np.arange(24), np.arange(24, 30)
+    seen: list[set] = []
+    real = sel.fit_candidate
+
+    def spy(data, base, cand, train_idx, out, **kw):
+        seen.append(set(np.asarray(train_idx).tolist()))
+        return real(data, base, cand, train_idx, out, **kw)
+
+    monkeypatch.setattr(blend, "fit_candidate", spy)
+    bundle = blend.fit_blend(data, TrainConfig(), cands, pool, tmp_path / "b")
+    assert seen == [set(pool.tolist())] * len(cands)  # each candidate once, on the pool only
+    assert [m.info["candidate"] for m in bundle.members] == ["CoxNet", "PG-small"]
+    # each candidate alone (the same deterministic fit), its risks standardised on its training risks
+    alone = [real(data, TrainConfig(), c, pool, tmp_path / c.name) for c in cands]
+    z = [(sel.risks_of(b, data, test) - b.members[0].risk_mean) / b.members[0].risk_sd for b in alone]
+    mu = np.mean([b.members[0].risk_mean for b in alone])
+    sd = np.mean([b.members[0].risk_sd for b in alone])
+    want = np.mean(z, axis=0) * sd + mu  # the bundle's mean combination, on the members' mean scale
+    np.testing.assert_allclose(sel.risks_of(bundle, data, test), want, rtol=1e-6, atol=1e-9)  # float32 nets
+    months = bundle.months(np.sort(want))
+    assert np.all(np.isfinite(months)) and np.all(np.diff(months) <= 0)  # higher risk, fewer months
+
+
+def test_a_blend_leaves_out_a_residual_and_says_so():
+    from survfusion.errors import UserError
+    from survfusion.training.blend import blend_members
+
+    said: list[str] = []
+    held = blend_members(list(sel.DEFAULT_CANDIDATES), TrainConfig(), said.append)
+    assert [c.name for c in held] == ["CoxNet_ClinRNA", "CoxNet_ClinRNAHist", "ABMIL_Surv_PG-small"]
+    assert len(said) == 1 and "ABMIL_Surv_PG-small-residual" in said[0]
+    with pytest.raises(UserError, match="no candidate can be blended"):
+        blend_members([sel.DEFAULT_CANDIDATES[3]], TrainConfig())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:all coefficients are zero")
+def test_blend_in_outer_test_and_as_a_packaged_model(cohort, tmp_path, capsys):
+    import inference
+
+    c, f, two = str(cohort / "cohort"), str(cohort / "features"), str(cohort / "two.json")
+    out = tmp_path / "outer"
+    args = ["--cohort", c, "--features", f, "--candidates", two]
+    assert main(["outer-test", *args, "--out", str(out), "--methods", "blend", "--only", "0"]) == 0
+    report = capsys.readouterr().out
+    unit = json.loads((out / "outer0" / "blend" / "unit.json").read_text())
+    assert unit["blend"] == ["CoxNet", "PG-small"] and unit["selection_c_index"] is None
+    assert "| blend | blend | 1 |" in report
+    run = tmp_path / "blend"
+    assert main(["train", *args, "--model", "blend", "--out", str(run)]) == 0
+    manifest = json.loads((run / "bundle" / "manifest.json").read_text())
+    assert manifest["metrics"]["blend"]["candidates"] == ["CoxNet", "PG-small"]
+    assert [m["model"] for m in manifest["members"]] == ["LinearCox", "ABMIL_Surv_PG"]
+    model = tmp_path / "model"
+    weights = str(cohort / "vit-tiny.safetensors")
+    assert main(["package", "--run", str(run), "--encoder-weights", weights, "--out", str(model)]) == 0
+    capsys.readouterr()
+    code = inference.main(
+        ["--input", str(ROOT / "test" / "input" / "interf0"), "--output", str(tmp_path / "o"),
+         "--model", str(model), "--device", "cpu", "--strict"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    months = json.loads((tmp_path / "o" / "likelihood-of-bladder-cancer-recurrence.json").read_text())
+    assert np.isfinite(months) and months >= 0

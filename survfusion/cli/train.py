@@ -48,12 +48,13 @@ def add_train_parsers(sub) -> None:
     _cohort_args(p)
     p.add_argument(
         "--model",
-        help="registered model name (python -m survfusion models), a linear baseline, or auto (choose "
-        "among --candidates by inner cross-validation and package the winner); default: the config's, "
-        "ABMIL_Surv_PG",
+        help="registered model name (python -m survfusion models), a linear baseline, auto (choose "
+        "among --candidates by inner cross-validation and package the winner) or blend (fit every "
+        "candidate and package the average of their risks); default: the config's, ABMIL_Surv_PG",
     )
     p.add_argument(
-        "--candidates", help="with --model auto: JSON/YAML list of candidates (default: the documented list)"
+        "--candidates",
+        help="with --model auto or blend: JSON/YAML list of candidates (default: the documented list)",
     )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument(
@@ -134,15 +135,16 @@ def add_train_parsers(sub) -> None:
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=("single", "ensemble", "auto"),
-        help="a deep model's methods to run (default: single and ensemble; single where only auto is "
-        "named); auto adds every candidate of --candidates and the selection among them by inner "
-        "cross-validation on each pool (nested: its outer score is the whole procedure's)",
+        choices=("single", "ensemble", "auto", "blend"),
+        help="a deep model's methods to run (default: single and ensemble; single where only auto or "
+        "blend is named); auto adds every candidate of --candidates and the selection among them by "
+        "inner cross-validation on each pool (nested: its outer score is the whole procedure's); blend "
+        "adds the average of every blendable candidate fitted on the pool",
     )
     p.add_argument(
         "--candidates",
-        help="JSON/YAML list of {name, model, config, method} for auto (default: the documented list, "
-        "survfusion.training.selection.DEFAULT_CANDIDATES)",
+        help="JSON/YAML list of {name, model, config, method} for auto and blend (default: the "
+        "documented list, survfusion.training.selection.DEFAULT_CANDIDATES)",
     )
     p.add_argument("--report", action="store_true", help="only write the report of the finished units")
     _device_arg(p)
@@ -206,7 +208,7 @@ def run_train(args: argparse.Namespace) -> int:
     from survfusion.nets.registry import check_model_name
     from survfusion.training.baselines import is_baseline
 
-    if args.model == "auto":
+    if args.model in ("auto", "blend"):
         return _train_auto(args)
     cfg = _config(args)
     if not is_baseline(cfg.model):
@@ -266,16 +268,28 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train_auto(args: argparse.Namespace) -> int:
-    """``train --model auto``: the selection on the whole cohort, the winner fitted on all of it."""
+    """``train --model auto``: the selection on the whole cohort, the winner fitted on all of it;
+    ``--model blend``: every blendable candidate fitted on all of it, their risks averaged."""
     from survfusion.training.dataset import load_cohort
     from survfusion.training.selection import read_candidates, train_auto
 
     if args.ensemble or args.folds or args.seeds != 1:
-        raise UserError("train --model auto: the candidates say how each trains (--candidates), not --folds")
+        raise UserError(
+            f"train --model {args.model}: the candidates say how each trains (--candidates), not --folds"
+        )
     cfg = _config(args, keys=("max_epochs", "seed"))
     candidates = read_candidates(args.candidates)
     data = load_cohort(args.cohort, args.features, qc=args.qc)
-    print(f"train: auto over {len(candidates)} candidates, {len(data)} patients -> {args.out}")
+    print(f"train: {args.model} over {len(candidates)} candidates, {len(data)} patients -> {args.out}")
+    if args.model == "blend":
+        from survfusion.training.blend import train_blend
+
+        bundle = train_blend(
+            data, cfg, candidates, args.out, cohort_dir=args.cohort, device=args.device, log=print
+        )
+        names = ", ".join(bundle.metrics["blend"]["candidates"])
+        print(f"train: blend of {names} ({len(bundle.members)} members); bundle in {args.out}/bundle")
+        return 0
     sel = train_auto(data, cfg, candidates, args.out, cohort_dir=args.cohort, device=args.device, log=print)
     for row in sel.to_dict()["candidates"]:
         print(f"  {row['name']:32s} inner C-index {row['inner_c_index']:.3f}")

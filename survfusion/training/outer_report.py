@@ -118,7 +118,7 @@ def _versus(units: Units, a: tuple[str, str], b: tuple[str, str]) -> tuple[int, 
 
 
 def _name(key: tuple[str, str]) -> str:
-    return key[0] if key[1] in ("baseline", "auto") else f"{key[0]} ({key[1]})"
+    return key[0] if key[1] in ("baseline", "auto", "blend") else f"{key[0]} ({key[1]})"
 
 
 def is_classical(units: Units, key: tuple[str, str]) -> bool:

@@ -16,7 +16,9 @@ pool, for each model:
   list or ``--candidates FILE``) fitted on the whole pool, in ``OUT/outer<o>/candidate-<name>/``;
 - ``auto``: the selection itself, inner cross-validation over the candidates on the pool alone, the
   winner refitted on the pool (its candidate unit: the same fit) and scored on the test set, so the
-  outer score is the score of the whole procedure (nested cross-validation).
+  outer score is the score of the whole procedure (nested cross-validation);
+- ``blend``: every blendable candidate fitted on the pool and their risks averaged in one bundle
+  (``survfusion.training.blend``): nothing chosen on patients, so no inner folds.
 
 Where the cohort is synthetic, each ``test.csv`` also carries the noise-free planted log-hazard of
 its patients (``oracle_risk``), so the report can put the best any model could do beside each method.
@@ -48,6 +50,7 @@ from survfusion.errors import UserError
 from survfusion.fileio import read_json, write_json
 from survfusion.nets.survival import concordance_index
 from survfusion.serving.bundle_io import load_bundle
+from survfusion.training.blend import BLEND, blend_members, fit_blend
 from survfusion.training.dataset import (
     NOISE_FREE,
     CohortData,
@@ -246,6 +249,35 @@ def run_auto_unit(
     return _write_unit(out, data, test, risk, months, info, cohort_dir)
 
 
+def run_blend_unit(
+    data: CohortData,
+    cfg: TrainConfig,
+    out: Path,
+    *,
+    test: np.ndarray,
+    candidates: list[Candidate],
+    cohort_dir,
+    device="cpu",
+) -> Path:
+    """The blend of ``candidates`` (``training.blend``) fitted on every patient outside ``test``."""
+    pool = np.setdiff1d(np.arange(len(data)), test)
+    t0 = time.perf_counter()
+    bundle = fit_blend(data, cfg, candidates, pool, out / "fit", device=device, cohort_dir=cohort_dir)
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    risk = risks_of(bundle, data, test)
+    months = bundle.months(risk)
+    info = {
+        "method": BLEND, "kind": BLEND, "model": BLEND, "blend": [c.name for c in candidates],
+        "members": len(bundle.members), "selection_c_index": None,  # nothing was chosen on patients
+        "train_seconds": train_seconds, "predict_seconds": time.perf_counter() - t0,
+        "test_patients": len(test), "bundle_bytes": 0,
+    }  # fmt: skip
+    shutil.rmtree(out / "fit", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_unit(out, data, test, risk, months, info, cohort_dir)
+
+
 def _write_unit(
     out: Path, data: CohortData, test: np.ndarray, risk, months, info: dict, cohort_dir=None
 ) -> Path:
@@ -299,13 +331,15 @@ def run_protocol(
     _same_settings(out / "protocol.json", settings)
     methods = list(methods) if methods else list(METHODS)
     deep_methods = [m for m in methods if m in METHODS] or ["single"]
-    cands = list(candidates or DEFAULT_CANDIDATES) if AUTO in methods else []
-    if cands:  # candidates of another list never mix into one selection either
-        _same_settings(out / "candidates.json", {"candidates": [c.to_dict() for c in cands]})
+    listed = list(candidates or DEFAULT_CANDIDATES) if {AUTO, BLEND} & set(methods) else []
+    cands = listed if AUTO in methods else []
+    blended = blend_members(listed, cfg, log) if BLEND in methods else []
+    if listed:  # candidates of another list never mix into one selection or blend either
+        _same_settings(out / "candidates.json", {"candidates": [c.to_dict() for c in listed]})
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "protocol.json", settings)
-    if cands:
-        write_json(out / "candidates.json", {"candidates": [c.to_dict() for c in cands]})
+    if listed:
+        write_json(out / "candidates.json", {"candidates": [c.to_dict() for c in listed]})
     for o in only if only is not None else range(outer):
         if not 0 <= o < outer:
             raise UserError(f"outer-test: --only {o} is not an outer fold (0..{outer - 1})")
@@ -337,6 +371,13 @@ def run_protocol(
             run_auto_unit(data, cfg, where, test=test, candidates=cands, cohort_dir=cohort_dir, device=device)
             choice = unit_info(where)["choice"]
             log(f"outer-test: fold {o} auto chose {choice} in {time.perf_counter() - t0:.0f} s")
+        where = Path(out) / f"outer{o}" / BLEND
+        if blended and not (where / TEST_FILE).is_file():
+            t0 = time.perf_counter()
+            run_blend_unit(
+                data, cfg, where, test=test, candidates=blended, cohort_dir=cohort_dir, device=device
+            )
+            log(f"outer-test: fold {o} blend of {len(blended)} done in {time.perf_counter() - t0:.0f} s")
 
 
 def unit_info(where: Path) -> dict:
