@@ -75,7 +75,9 @@ def keep(run: Path) -> Path:
 
 
 def _label(model: str, method: str) -> str:
-    return "auto" if method == "auto" else model if method == "candidate" else f"{model} ({method})"
+    return (
+        method if method in ("auto", "blend") else model if method == "candidate" else f"{model} ({method})"
+    )
 
 
 def transcribe(report: Path) -> list[dict]:
@@ -125,8 +127,6 @@ def archived_rows() -> list[dict]:
                 raise SystemExit(f"{test}: its patients are not the recomputed outer set {o}")
             if abs(concordance_index(u["time"], u["event"], u["oracle"]) - c_oracle) > 1e-6:
                 raise SystemExit(f"{test}: its oracle C differs from the recomputed one")
-            if u["method"] == "baseline":
-                continue
             rows.append(
                 {
                     "world": world,
@@ -157,37 +157,64 @@ def table(rows: list[dict]) -> str:
         by[r["world"]][(int(r["seed"]), int(r["outer_set"]))][r["method"]] = float(r["c_months"])
     methods = ("auto", *CANDIDATES)
     out = [
-        "| world | seeds | test sets | "
-        + " | ".join(methods)
-        + " | noise-free oracle | auto - best candidate "
-        "(optimistic) | auto - best baseline | auto - oracle | PG-small - CoxNet_ClinRNA | "
-        "best deep - CoxNet_ClinRNAHist | every method within 0.50 ± 0.04 |",
-        "|" + "---|" * (len(methods) + 10),
+        "| world | seeds | test sets | " + " | ".join(methods) + " | blend | noise-free oracle | "
+        "auto - best candidate (optimistic) | auto - best baseline | auto - oracle | "
+        "blend - best candidate (optimistic) | blend - auto | blend - best baseline | blend - oracle | "
+        "PG-small - CoxNet_ClinRNA | best deep - CoxNet_ClinRNAHist | every method within 0.50 ± 0.04 |",
+        "|" + "---|" * (len(methods) + 15),
     ]
     for world in sorted(by, key=lambda w: (ORDER.index(w) if w in ORDER else len(ORDER), w)):
         sets = sorted(k for k, v in by[world].items() if all(m in v for m in methods))
         oracle = {s: oracle_sets(world, s) for s in {k[0] for k in sets}}
         c = {m: np.array([by[world][k][m] for k in sets]) for m in methods}
         c["oracle"] = np.array([oracle[s][o][1] for s, o in sets])
+        has_blend = all("blend" in by[world][k] for k in sets)
+        if has_blend:
+            c["blend"] = np.array([by[world][k]["blend"] for k in sets])
 
-        def diff(a: str, b: str, c: dict[str, np.ndarray] = c) -> tuple[float, float, float]:
-            return _boot(c[a] - c[b])
+        def diff(a: str, b: str, c: dict[str, np.ndarray] = c) -> str:
+            return _fmt(_boot(c[a] - c[b])) if a in c and b in c else "–"
 
         best = max(CANDIDATES, key=lambda m: c[m].mean())
         base = max(("CoxNet_ClinRNA", "CoxNet_ClinRNAHist"), key=lambda m: c[m].mean())
         deep = max(DEEP, key=lambda m: c[m].mean())
-        band = all(abs(c[m].mean() - 0.5) <= 0.04 for m in methods)
+        band = all(abs(c[m].mean() - 0.5) <= 0.04 for m in (*methods, "blend") if m in c)
         out.append(
             f"| {world} | {len({s for s, _ in sets})} | {len(sets)} | "
             + " | ".join(f"{c[m].mean():.3f}" for m in methods)
-            + f" | {c['oracle'].mean():.3f} | {best}: {_fmt(diff('auto', best))} | {base}: "
-            f"{_fmt(diff('auto', base))} | {_fmt(diff('auto', 'oracle'))} | "
-            f"{_fmt(diff('ABMIL_Surv_PG-small', 'CoxNet_ClinRNA'))} | {deep}: "
-            f"{_fmt(diff(deep, 'CoxNet_ClinRNAHist'))} | "
+            + (f" | {c['blend'].mean():.3f}" if has_blend else " | –")
+            + f" | {c['oracle'].mean():.3f} | {best}: {diff('auto', best)} | {base}: "
+            f"{diff('auto', base)} | {diff('auto', 'oracle')} | {diff('blend', best)} | "
+            f"{diff('blend', 'auto')} | {diff('blend', base)} | {diff('blend', 'oracle')} | "
+            f"{diff('ABMIL_Surv_PG-small', 'CoxNet_ClinRNA')} | {deep}: "
+            f"{diff(deep, 'CoxNet_ClinRNAHist')} | "
             + (("yes" if band else "no") if world == "null" else "–")
             + " |"
         )
     return "\n".join(out)
+
+
+def merged(old: list[dict], new: list[dict]) -> tuple[list[dict], str]:
+    """One score per (world, seed, set, method): the archived run's where it has one, else the
+    transcribed one; and a line on how the two agree where both exist (the archive's baseline unit
+    against the transcribed elastic net, which the lost runs' reports show equal to its candidate)."""
+    key = lambda r, m=None: (r["world"], int(r["seed"]), int(r["outer_set"]), m or r["method"])  # noqa: E731
+    have = {key(r): r for r in new}
+    diffs = [
+        abs(float(have[k]["c_months"]) - float(r["c_months"]))
+        for r in old
+        for k in [key(r), key(r, "CoxNet_ClinRNA (baseline)") if r["method"] == "CoxNet_ClinRNA" else None]
+        if k in have
+    ]
+    rows = [r for r in new if r["method"] != "CoxNet_ClinRNA (baseline)"]
+    rows += [r for r in old if key(r) not in have]
+    note = (
+        f"archived against transcribed: {len(diffs)} test-set scores rerun, largest difference "
+        f"{max(diffs):.4f} (the transcription has 3 decimals)"
+        if diffs
+        else "archived against transcribed: no score in both"
+    )
+    return rows, note
 
 
 BLENDS = {  # fixed before any archived run was read (module docstring)
@@ -219,16 +246,19 @@ def blend() -> str:
             for name, members in BLENDS.items():
                 mix = np.mean([_z(units[m]["risk"]) for m in members], axis=0)
                 b = {**ref, "risk": mix, "months": -mix}  # only the order matters to a C-index
-                for m in ("auto", *CANDIDATES):
-                    pairs[(world, name, m)].append((units[m], b))
+                for m in ("auto", *CANDIDATES, "blend"):
+                    if m in units:
+                        pairs[(world, name, m)].append((units[m], b))
     out = [
         "| world | runs | test sets | blend | its C | against | its C | C(blend) - C(it), 95% CI |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for world in sorted(runs, key=lambda w: (ORDER.index(w) if w in ORDER else len(ORDER), w)):
         for name in BLENDS:
-            for m in ("auto", *CANDIDATES):
+            for m in ("auto", *CANDIDATES, "blend"):  # "blend": the kit's own (pool-standardised)
                 ps = pairs[(world, name, m)]
+                if not ps:
+                    continue
                 c_b = np.mean([_scores(b)["c_months"] for _, b in ps])
                 c_m = np.mean([_scores(a)["c_months"] for a, _ in ps])
                 point, low, high = paired_bootstrap(ps)
@@ -263,10 +293,8 @@ def main() -> None:
     else:
         with open(TRANSCRIBED, newline="") as f:
             old = list(csv.DictReader(f))
-        new = archived_rows()
-        have = {(r["world"], int(r["seed"])) for r in new}
-        rows = new + [r for r in old if (r["world"], int(r["seed"])) not in have]
-        text = table(rows)
+        rows, note = merged(old, archived_rows())
+        text = table(rows) + "\n\n" + note
         print(text)
         if args.out:
             args.out.write_text(text + "\n")
