@@ -181,6 +181,25 @@ def _run_baseline(
     return _write_unit(out, data, test, risk, months, info, cohort_dir)
 
 
+def _pool_unit(data: CohortData, out: Path, test: np.ndarray, fit, describe, cohort_dir) -> Path:
+    """A unit whose bundle ``fit(pool, fit_dir)`` is fitted on every patient outside ``test`` and
+    scored on ``test``; ``describe(bundle)`` gives the fields that say what it is."""
+    pool = np.setdiff1d(np.arange(len(data)), test)
+    t0 = time.perf_counter()
+    bundle = fit(pool, out / "fit")
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    risk = risks_of(bundle, data, test)
+    months = bundle.months(risk)
+    info = {
+        **describe(bundle), "members": len(bundle.members), "train_seconds": train_seconds,
+        "predict_seconds": time.perf_counter() - t0, "test_patients": len(test), "bundle_bytes": 0,
+    }  # fmt: skip
+    shutil.rmtree(out / "fit", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_unit(out, data, test, risk, months, info, cohort_dir)
+
+
 def run_candidate_unit(
     data: CohortData,
     cfg: TrainConfig,
@@ -192,23 +211,16 @@ def run_candidate_unit(
     device="cpu",
 ) -> Path:
     """Candidate ``cand`` fitted on every patient outside ``test`` (``selection.fit_candidate``)."""
-    pool = np.setdiff1d(np.arange(len(data)), test)
-    t0 = time.perf_counter()
-    bundle = fit_candidate(data, cfg, cand, pool, out / "fit", device=device, cohort_dir=cohort_dir)
-    train_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    risk = risks_of(bundle, data, test)
-    months = bundle.months(risk)
-    info = {
-        "method": "candidate", "model": cand.name, "candidate": cand.to_dict(),
-        "kind": "baseline" if cand.method == "baseline" else "deep", "members": len(bundle.members),
-        "selection_c_index": bundle.metrics.get("val_c_index"),  # None: it reported nothing of itself
-        "train_seconds": train_seconds, "predict_seconds": time.perf_counter() - t0,
-        "test_patients": len(test), "bundle_bytes": 0,
-    }  # fmt: skip
-    shutil.rmtree(out / "fit", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return _write_unit(out, data, test, risk, months, info, cohort_dir)
+    return _pool_unit(
+        data, out, test,
+        lambda pool, where: fit_candidate(data, cfg, cand, pool, where, device=device, cohort_dir=cohort_dir),
+        lambda bundle: {
+            "method": "candidate", "model": cand.name, "candidate": cand.to_dict(),
+            "kind": "baseline" if cand.method == "baseline" else "deep",
+            "selection_c_index": bundle.metrics.get("val_c_index"),  # None: it reported nothing of itself
+        },
+        cohort_dir,
+    )  # fmt: skip
 
 
 def run_auto_unit(
@@ -260,22 +272,17 @@ def run_blend_unit(
     device="cpu",
 ) -> Path:
     """The blend of ``candidates`` (``training.blend``) fitted on every patient outside ``test``."""
-    pool = np.setdiff1d(np.arange(len(data)), test)
-    t0 = time.perf_counter()
-    bundle = fit_blend(data, cfg, candidates, pool, out / "fit", device=device, cohort_dir=cohort_dir)
-    train_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    risk = risks_of(bundle, data, test)
-    months = bundle.months(risk)
-    info = {
-        "method": BLEND, "kind": BLEND, "model": BLEND, "blend": [c.name for c in candidates],
-        "members": len(bundle.members), "selection_c_index": None,  # nothing was chosen on patients
-        "train_seconds": train_seconds, "predict_seconds": time.perf_counter() - t0,
-        "test_patients": len(test), "bundle_bytes": 0,
-    }  # fmt: skip
-    shutil.rmtree(out / "fit", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return _write_unit(out, data, test, risk, months, info, cohort_dir)
+    return _pool_unit(
+        data, out, test,
+        lambda pool, where: fit_blend(
+            data, cfg, candidates, pool, where, device=device, cohort_dir=cohort_dir
+        ),
+        lambda bundle: {
+            "method": BLEND, "kind": BLEND, "model": BLEND, "blend": [c.name for c in candidates],
+            "selection_c_index": None,  # nothing was chosen on patients
+        },
+        cohort_dir,
+    )  # fmt: skip
 
 
 def _write_unit(
