@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import re
 import shutil
 from collections import defaultdict
@@ -108,6 +109,7 @@ def transcribe(report: Path) -> list[dict]:
     return rows
 
 
+@functools.cache  # archived_rows checks against it, table scores it: one generation per seed
 def oracle_sets(world: str, seed: int) -> dict[int, tuple[set[str], float]]:
     """Each outer test set's patients and the C-index of their noise-free log-hazard, recomputed."""
     sets = outer_oracle(PATIENTS, seed, world, outer=OUTER, protocol_seed=seed)  # as worlds.sh runs

@@ -108,10 +108,8 @@ def cohort(tmp_path_factory):
     return root
 
 
-@pytest.mark.filterwarnings("ignore:all coefficients are zero")
-def test_no_test_patient_reaches_any_inner_step_and_the_choice_is_deterministic(cohort, monkeypatch):
-    data = load_cohort(cohort / "cohort", cohort / "features")
-    cands = sel.read_candidates(cohort / "two.json")
+def _spy_on_fits(monkeypatch, module) -> list[set]:
+    """``module.fit_candidate`` replaced by one that records the patients of every fit."""
     seen: list[set] = []
     real = sel.fit_candidate
 
@@ -119,7 +117,15 @@ def test_no_test_patient_reaches_any_inner_step_and_the_choice_is_deterministic(
         seen.append(set(np.asarray(train_idx).tolist()))
         return real(data, base, cand, train_idx, out, **kw)
 
-    monkeypatch.setattr(sel, "fit_candidate", spy)
+    monkeypatch.setattr(module, "fit_candidate", spy)
+    return seen
+
+
+@pytest.mark.filterwarnings("ignore:all coefficients are zero")
+def test_no_test_patient_reaches_any_inner_step_and_the_choice_is_deterministic(cohort, monkeypatch):
+    data = load_cohort(cohort / "cohort", cohort / "features")
+    cands = sel.read_candidates(cohort / "two.json")
+    seen = _spy_on_fits(monkeypatch, sel)
     pool, test = np.arange(24), np.arange(24, 30)
     first = sel.select(data, TrainConfig(), cands, pool)
     assert len(seen) == sel.INNER_FOLDS * len(cands) and all(s <= set(pool.tolist()) for s in seen)
@@ -234,14 +240,8 @@ def test_a_blend_is_the_mean_of_its_candidates_standardised_risks_fitted_on_the_
     data = load_cohort(cohort / "cohort", cohort / "features")
     cands = sel.read_candidates(cohort / "two.json")
     pool, test = np.arange(24), np.arange(24, 30)
-    seen: list[set] = []
     real = sel.fit_candidate
-
-    def spy(data, base, cand, train_idx, out, **kw):
-        seen.append(set(np.asarray(train_idx).tolist()))
-        return real(data, base, cand, train_idx, out, **kw)
-
-    monkeypatch.setattr(blend, "fit_candidate", spy)
+    seen = _spy_on_fits(monkeypatch, blend)
     bundle = blend.fit_blend(data, TrainConfig(), cands, pool, tmp_path / "b")
     assert seen == [set(pool.tolist())] * len(cands)  # each candidate once, on the pool only
     assert [m.info["candidate"] for m in bundle.members] == ["CoxNet", "PG-small"]
